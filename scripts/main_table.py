@@ -1,0 +1,11 @@
+"""Rule main_table: one row per model × method × block size."""
+
+from pathlib import Path
+
+from armor import logs
+from armor.tables import main_table, write_csv
+
+logs.setup(snakemake.log[0])
+table = main_table(snakemake.params.runs, snakemake.input.summaries, snakemake.input.perplexities)
+write_csv(table, Path(snakemake.output[0]))
+print(table.to_string(index=False))

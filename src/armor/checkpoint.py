@@ -1,0 +1,75 @@
+"""Atomic, checksummed safetensors files: what a killed job leaves is never loaded."""
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> None:
+    """Save tensors and JSON metadata atomically, with a `.sha256` sidecar written last."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(contiguous, tmp, metadata={"meta": json.dumps(meta or {})})
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    atomic_write_text(path.with_name(path.name + ".sha256"), digest + "\n")
+
+
+def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Load tensors and metadata saved by `save_tensors`; ValueError if the checksum fails."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.exists() or sidecar.read_text().strip() != _sha256(path):
+        raise ValueError(f"checksum mismatch or missing checksum for {path}")
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads(f.metadata().get("meta", "{}"))
+    return load_file(path), meta
+
+
+def load_if_valid(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """Load a checkpoint if present and intact; a damaged one is deleted and None returned."""
+    if not path.exists():
+        return None
+    try:
+        return load_tensors(path)
+    except Exception as err:  # a truncated file fails in safetensors, a changed one on the checksum
+        log.warning("discarding damaged checkpoint %s (%s); it will be recomputed", path, err)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        return None

@@ -1,0 +1,66 @@
+"""Validate the workflow configuration against its JSON schema, with messages naming the key."""
+
+from importlib.resources import files
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA: dict[str, Any] = yaml.safe_load(files("armor").joinpath("config.schema.yaml").read_text())
+
+
+class ConfigError(ValueError):
+    """The configuration breaks the schema; the message lists every problem by key."""
+
+
+def _key(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the key, the bad value and what is allowed."""
+    where = f"config key '{_key(error.absolute_path)}'"
+    schema = error.schema
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not allowed; allowed values: {', '.join(map(str, schema['enum']))}"
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(error.instance) - set(schema.get("properties", {})))
+        return f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(schema.get('properties', {}))}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "pattern" and error.validator_value and isinstance(error.instance, str):
+        return f"{where}: name {error.instance!r} must match {schema['pattern']}"
+    return f"{where}: {error.message}"
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    return SCHEMA["$defs"][ref.rsplit("/", 1)[1]] if ref else schema
+
+
+def _fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
+    """Insert schema defaults for missing keys of objects, recursively."""
+    schema = _resolve(schema)
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        sub = _resolve(sub)
+        if key not in instance and "default" in sub:
+            instance[key] = sub["default"] if not isinstance(sub["default"], (dict, list)) else type(sub["default"])(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Check `config` against the schema, fill defaults in place, and return it; ConfigError if bad."""
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    _fill_defaults(config, SCHEMA)
+    return config

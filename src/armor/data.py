@@ -1,0 +1,150 @@
+"""Text sources, calibration windows and evaluation windows: one code path for every source."""
+
+import bz2
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from armor.models import package_file
+
+log = logging.getLogger(__name__)
+
+PARTS = ("calibration", "evaluation")
+EVAL_EVERY = 5  # offline sources: every 5th article is held out for evaluation
+CHARS_PER_CALIBRATION_TOKEN = 20  # calibration text read: at most this many chars per token drawn
+
+
+@dataclass(frozen=True)
+class Source:
+    """A text source: its documents per part and the separator that joins them."""
+
+    documents: Callable[[str], Iterator[str]]
+    joiner: str
+
+
+def _held_out(articles: Iterator[str], part: str) -> Iterator[str]:
+    """Split distinct articles deterministically: every EVAL_EVERY-th is evaluation, the rest calibration."""
+    unique = dict.fromkeys(articles)  # the news corpus repeats some articles; keep the first of each
+    for i, text in enumerate(unique):
+        if (i % EVAL_EVERY == EVAL_EVERY - 1) == (part == "evaluation"):
+            yield text
+
+
+def _gensim_wiki_articles() -> Iterator[str]:
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+    path = package_file("gensim", "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    with bz2.open(path) as dump:
+        for _title, text, _pageid in extract_pages(dump):
+            if text and not text.lstrip().lower().startswith("#redirect"):
+                prose = re.sub(r"'{2,}", "", filter_wiki(text)).strip()  # drop bold/italic quotes
+                if prose:
+                    yield prose
+
+
+def _gensim_news_articles() -> Iterator[str]:
+    path = package_file("gensim", "test/test_data/lee_background.cor")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        yield from (line.strip() for line in f if line.strip())
+
+
+def _wikitext2(part: str) -> Iterator[str]:
+    from datasets import load_dataset
+
+    split = "train" if part == "calibration" else "test"
+    yield from load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"]
+
+
+C4_FILES = {"calibration": "en/c4-train.00000-of-01024.json.gz", "evaluation": "en/c4-validation.00000-of-00008.json.gz"}
+C4_EVAL_DOCS = 1100
+
+
+def _c4(part: str) -> Iterator[str]:
+    from datasets import load_dataset
+
+    docs = load_dataset("allenai/c4", data_files={"data": C4_FILES[part]}, split="data")["text"]
+    yield from (docs[:C4_EVAL_DOCS] if part == "evaluation" else docs)
+
+
+def _slimpajama(part: str) -> Iterator[str]:
+    from datasets import load_dataset
+
+    split = "train" if part == "calibration" else "test"
+    for row in load_dataset("cerebras/SlimPajama-627B", split=split, streaming=True):
+        yield row["text"]
+
+
+SOURCES: dict[str, Source] = {
+    "gensim_wiki": Source(lambda part: _held_out(_gensim_wiki_articles(), part), "\n\n"),
+    "gensim_news": Source(lambda part: _held_out(_gensim_news_articles(), part), "\n\n"),
+    "wikitext2": Source(_wikitext2, "\n\n"),
+    "c4": Source(_c4, " "),
+    "slimpajama": Source(_slimpajama, "\n\n"),
+}
+
+
+def source_text(name: str, part: str, max_chars: int | None = None) -> str:
+    """The documents of one part of a source joined into one text, cut after max_chars."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    source = SOURCES[name]
+    pieces, total = [], 0
+    for doc in source.documents(part):
+        pieces.append(doc)
+        total += len(doc) + len(source.joiner)
+        if max_chars is not None and total >= max_chars:
+            break
+    return source.joiner.join(pieces)
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, text: str) -> Tensor:
+    """Token ids of a long text as a 1-D int64 tensor."""
+    return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.int64)
+
+
+def calibration_windows(
+    tokenizer: PreTrainedTokenizerBase, source: str, nsamples: int, seqlen: int, seed: int
+) -> Tensor:
+    """`nsamples` windows of `seqlen` tokens at seeded random offsets in the calibration text."""
+    text = source_text(source, "calibration", max_chars=CHARS_PER_CALIBRATION_TOKEN * nsamples * seqlen)
+    tokens = _tokenize(tokenizer, text)
+    if tokens.numel() < seqlen:
+        raise ValueError(f"calibration source {source!r} has {tokens.numel()} tokens, fewer than seqlen={seqlen}")
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, tokens.numel() - seqlen + 1, (nsamples,), generator=generator)
+    log.info("calibration: %d windows of %d tokens from %d tokens of %s", nsamples, seqlen, tokens.numel(), source)
+    return torch.stack([tokens[s : s + seqlen] for s in starts.tolist()])  # (nsamples, seqlen)
+
+
+def evaluation_windows(
+    tokenizer: PreTrainedTokenizerBase, source: str, seqlen: int, max_windows: int | None = None
+) -> Tensor:
+    """The evaluation text cut into non-overlapping `seqlen` windows, the remainder dropped."""
+    tokens = _tokenize(tokenizer, source_text(source, "evaluation"))
+    n = tokens.numel() // seqlen
+    if max_windows is not None:
+        n = min(n, max_windows)
+    if n == 0:
+        raise ValueError(f"evaluation source {source!r} has {tokens.numel()} tokens, fewer than seqlen={seqlen}")
+    log.info("evaluation: %d windows of %d tokens from %d tokens of %s", n, seqlen, tokens.numel(), source)
+    return tokens[: n * seqlen].reshape(n, seqlen)
+
+
+def save_windows(path: Path, windows: Tensor) -> None:
+    """Store token windows (n, seqlen) as safetensors, atomically."""
+    from armor.checkpoint import save_tensors
+
+    save_tensors(path, {"input_ids": windows})
+
+
+def load_windows(path: Path) -> Tensor:
+    """Token windows (n, seqlen) saved by `save_windows`."""
+    from armor.checkpoint import load_tensors
+
+    return load_tensors(path)[0]["input_ids"]

@@ -1,0 +1,14 @@
+"""Logging setup for workflow steps: a log file plus stderr."""
+
+import logging
+import sys
+
+
+def setup(log_file: str | None = None) -> None:
+    """Log INFO and above with timestamps to stderr and, when given, to `log_file`."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, mode="a"))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", handlers=handlers, force=True
+    )

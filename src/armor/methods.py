@@ -1,0 +1,57 @@
+"""The registry of pruning methods and their common block-level interface."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from armor import magnitude, nowag, sparsegpt, wanda
+from armor.stats import LayerStats
+
+
+@dataclass
+class LayerResult:
+    """A pruned linear layer: the weight the model uses, plus any factors to keep."""
+
+    weight: Tensor  # (d_out, d_in) reconstructed weight, float32
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+BlockPruner = Callable[[dict[str, Tensor], dict[str, LayerStats], dict[str, Any]], dict[str, LayerResult]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a method prunes one decoder block and which statistics it needs."""
+
+    name: str
+    prune_block: BlockPruner | None  # None: the method leaves the weights as they are
+    needs_hessian: bool = False
+
+
+def per_layer(prune: Callable[[Tensor, LayerStats], Tensor]) -> BlockPruner:
+    """Lift a one-layer pruning function to a block pruner."""
+
+    def prune_block(
+        weights: dict[str, Tensor], stats: dict[str, LayerStats], options: dict[str, Any]
+    ) -> dict[str, LayerResult]:
+        return {name: LayerResult(prune(w, stats[name])) for name, w in weights.items()}
+
+    return prune_block
+
+
+METHODS: dict[str, Method] = {
+    "dense": Method("dense", None),
+    "magnitude": Method("magnitude", per_layer(magnitude.prune)),
+    "wanda": Method("wanda", per_layer(wanda.prune)),
+    "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune), needs_hessian=True),
+    "nowag_p": Method("nowag_p", per_layer(nowag.prune)),
+}
+
+
+def get_method(name: str) -> Method:
+    """Look a method up by name; the error lists the known ones."""
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,116 @@
+"""One run = one model × method × block size: prune it, save it, evaluate it."""
+
+import csv
+import io
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from armor.blockwise import prune_model
+from armor.checkpoint import atomic_write_text, load_tensors, save_tensors
+from armor.data import load_windows
+from armor.methods import get_method
+from armor.models import apply_weights, block_linears, decoder_layers, load_model
+from armor.perplexity import perplexity
+from armor.sparsity import zero_count
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when available, else the CPU; 'cuda' without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was configured but no CUDA GPU is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _write_layers_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["layer", "d_out", "d_in", "proxy_loss", "zeros", "numel"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def prune_run(
+    model_dir: Path,
+    dtype: str,
+    calibration: Path | None,
+    method_name: str,
+    options: dict[str, Any],
+    mode: str,
+    ckpt_dir: Path,
+    out_dir: Path,
+    device: str = "auto",
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Prune a fetched model, write pruned.safetensors, layers.csv and summary.json to out_dir."""
+    start = time.perf_counter()
+    method = get_method(method_name)
+    model, _ = load_model(model_dir, dtype)
+    tensors: dict[str, Tensor] = {}
+    if method.prune_block is None:
+        rows = [
+            {"layer": f"model.layers.{i}.{name}", "d_out": lin.out_features, "d_in": lin.in_features,
+             "proxy_loss": 0.0, "zeros": zero_count(lin.weight), "numel": lin.weight.numel()}
+            for i, block in enumerate(decoder_layers(model))
+            for name, lin in block_linears(block).items()
+        ]
+        seconds, resumed = 0.0, 0
+    else:
+        tokens = load_windows(calibration)
+        tensors, report = prune_model(
+            model, tokens, method, ckpt_dir, mode=mode, options=options, device=resolve_device(device), batch_size=batch_size
+        )
+        rows = [
+            {"layer": r.name, "d_out": r.shape[0], "d_in": r.shape[1], "proxy_loss": r.loss, "zeros": r.zeros, "numel": r.numel}
+            for r in report.layers
+        ]
+        seconds, resumed = report.seconds, report.resumed_blocks
+    numel = sum(r["numel"] for r in rows)
+    summary = {
+        "method": method_name,
+        "proxy_loss": sum(r["proxy_loss"] for r in rows) / len(rows),
+        "zero_fraction": sum(r["zeros"] for r in rows) / numel,
+        "prune_seconds": seconds,
+        "wall_seconds": time.perf_counter() - start,
+        "resumed_blocks": resumed,
+        "calibration_mode": mode if method.prune_block else "none",
+        "layers": len(rows),
+    }
+    save_tensors(out_dir / "pruned.safetensors", tensors, {"method": method_name, **{k: v for k, v in options.items() if k != "prefix"}})
+    _write_layers_csv(out_dir / "layers.csv", rows)
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    log.info("%s: mean proxy loss %.4f, zero fraction %.4f, %.1fs", method_name, summary["proxy_loss"], summary["zero_fraction"], seconds)
+    return summary
+
+
+def load_pruned_weights(pruned: Path) -> dict[str, Tensor]:
+    """The reconstructed weights of a pruned run, by full parameter name."""
+    tensors, _ = load_tensors(pruned)
+    return {k: v for k, v in tensors.items() if k.endswith(".weight")}
+
+
+def evaluate_run(
+    model_dir: Path, dtype: str, pruned: Path, windows: dict[str, Path], out: Path, device: str = "auto", batch_size: int = 1
+) -> dict[str, float]:
+    """Perplexity of the pruned model on each evaluation set, written to out as JSON."""
+    model, _ = load_model(model_dir, dtype)
+    apply_weights(model, load_pruned_weights(pruned))
+    dev = resolve_device(device)
+    model.to(dev)
+    result = {}
+    for name, path in windows.items():
+        result[name] = perplexity(model, load_windows(path), batch_size=batch_size, device=dev)
+        log.info("%s perplexity: %.3f", name, result[name])
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    return result

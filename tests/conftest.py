@@ -1,0 +1,26 @@
+"""Shared fixtures: the tiny random Llama from tests/data/tiny.yaml, fetched once per session."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from armor.config import validate
+from armor.models import fetch_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    """The validated tiny test configuration."""
+    return validate(yaml.safe_load(TINY_CONFIG.read_text()))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_config: dict) -> Path:
+    """A fetched tiny random Llama (3 blocks, hidden 64) with the SmolLM2 tokenizer."""
+    out = tmp_path_factory.mktemp("models") / "tiny-llama"
+    fetch_model(tiny_config["models"]["tiny-llama"], out)
+    return out
