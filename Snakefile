@@ -1,7 +1,8 @@
 """armor-repro: prune causal LMs to 2:4 with ARMOR and baselines, evaluate, tabulate."""
 
-
-if not workflow.overwrite_configfiles:  # --configfile replaces the paper's grid instead of merging into it
+if (
+    not workflow.overwrite_configfiles
+):  # --configfile replaces the paper's grid instead of merging into it
 
     configfile: "config.yaml"
 
@@ -15,6 +16,6 @@ include: "rules/tables.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/tables/main.csv",
-    default_target: True

@@ -3,7 +3,6 @@ import re
 from armor.config import validate
 from armor.methods import METHODS
 
-
 validate(config)
 
 ENV = "../envs/armor.yaml"
@@ -67,5 +66,6 @@ def method_options(wildcards):
 def run_files(name):
     """One file of every configured run, in RUNS order."""
     return [
-        f"results/runs/{r['model']}/{r['method']}/b{r['block_size']}/{name}" for r in RUNS
+        f"results/runs/{r['model']}/{r['method']}/b{r['block_size']}/{name}"
+        for r in RUNS
     ]

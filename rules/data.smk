@@ -3,20 +3,20 @@ rule calibration_data:
         model="results/models/{model}",
     output:
         "results/data/{model}/calibration.safetensors",
+    log:
+        "results/logs/calibration_data/{model}.log",
+    benchmark:
+        "results/benchmarks/calibration_data/{model}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         source=config["calibration"]["source"],
         nsamples=config["calibration"]["nsamples"],
         seed=config["calibration"]["seed"],
         seqlen=lambda wildcards: model_spec(wildcards)["seqlen"],
-    log:
-        "results/logs/calibration_data/{model}.log",
-    benchmark:
-        "results/benchmarks/calibration_data/{model}.tsv"
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        ENV
     script:
         "../scripts/calibration_data.py"
 
@@ -26,6 +26,15 @@ rule evaluation_data:
         model="results/models/{model}",
     output:
         "results/data/{model}/eval_{dataset}.safetensors",
+    log:
+        "results/logs/evaluation_data/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/evaluation_data/{model}/{dataset}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         source=lambda wildcards: config["evaluation"]["datasets"][wildcards.dataset][
             "source"
@@ -34,14 +43,5 @@ rule evaluation_data:
             wildcards.dataset
         ].get("max_windows"),
         seqlen=lambda wildcards: model_spec(wildcards)["seqlen"],
-    log:
-        "results/logs/evaluation_data/{model}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/evaluation_data/{model}/{dataset}.tsv"
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        ENV
     script:
         "../scripts/evaluation_data.py"

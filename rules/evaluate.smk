@@ -5,20 +5,20 @@ rule perplexity:
         windows=evaluation_inputs,
     output:
         "results/runs/{model}/{method}/b{block_size}/perplexity.json",
+    log:
+        "results/logs/perplexity/{model}/{method}/b{block_size}.log",
+    benchmark:
+        "results/benchmarks/perplexity/{model}/{method}/b{block_size}.tsv"
+    conda:
+        ENV
+    threads: 4
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=4 * 60,
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         datasets=list(config["evaluation"]["datasets"]),
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
-    log:
-        "results/logs/perplexity/{model}/{method}/b{block_size}.log",
-    benchmark:
-        "results/benchmarks/perplexity/{model}/{method}/b{block_size}.tsv"
-    threads: 4
-    resources:
-        mem_mb=model_mem_mb,
-        runtime=4 * 60,
-    conda:
-        ENV
     script:
         "../scripts/perplexity.py"

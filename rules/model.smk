@@ -1,16 +1,16 @@
 rule fetch_model:
     output:
         directory("results/models/{model}"),
-    params:
-        spec=model_spec,
     log:
         "results/logs/fetch_model/{model}.log",
     benchmark:
         "results/benchmarks/fetch_model/{model}.tsv"
+    conda:
+        ENV
     resources:
         mem_mb=model_mem_mb,
         runtime=120,
-    conda:
-        ENV
+    params:
+        spec=model_spec,
     script:
         "../scripts/fetch_model.py"

@@ -6,6 +6,16 @@ rule prune:
         pruned="results/runs/{model}/{method}/b{block_size}/pruned.safetensors",
         layers="results/runs/{model}/{method}/b{block_size}/layers.csv",
         summary="results/runs/{model}/{method}/b{block_size}/summary.json",
+    log:
+        "results/logs/prune/{model}/{method}/b{block_size}.log",
+    benchmark:
+        "results/benchmarks/prune/{model}/{method}/b{block_size}.tsv"
+    conda:
+        ENV
+    threads: 4
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=24 * 60,
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         options=method_options,
@@ -13,15 +23,5 @@ rule prune:
         checkpoints="results/checkpoints/{model}/{method}/b{block_size}",
         device=config["device"],
         batch_size=config["calibration"]["batch_size"],
-    log:
-        "results/logs/prune/{model}/{method}/b{block_size}.log",
-    benchmark:
-        "results/benchmarks/prune/{model}/{method}/b{block_size}.tsv"
-    threads: 4
-    resources:
-        mem_mb=model_mem_mb,
-        runtime=24 * 60,
-    conda:
-        ENV
     script:
         "../scripts/prune.py"

@@ -4,16 +4,16 @@ rule main_table:
         perplexities=run_files("perplexity.json"),
     output:
         "results/tables/main.csv",
-    params:
-        runs=RUNS,
     log:
         "results/logs/tables/main.log",
     benchmark:
         "results/benchmarks/tables/main.tsv"
+    conda:
+        ENV
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        runs=RUNS,
     script:
         "../scripts/main_table.py"

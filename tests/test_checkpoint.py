@@ -9,7 +9,7 @@ def test_round_trip_with_metadata(tmp_path):
     tensors, meta = load_tensors(path)
     assert torch.equal(tensors["w"], torch.arange(6.0).reshape(2, 3))
     assert meta == {"seconds": 1.5}
-    assert [p.name for p in tmp_path.iterdir()] == sorted(["block.safetensors", "block.safetensors.sha256"], key=lambda n: [p.name for p in tmp_path.iterdir()].index(n))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["block.safetensors", "block.safetensors.sha256"]
 
 
 def test_truncated_checkpoint_is_discarded(tmp_path, caplog):

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from armor.checkpoint import load_if_valid, save_tensors
-from armor.methods import LayerResult, Method
+from armor.layer import LayerResult
+from armor.methods import Method
 from armor.models import block_linears, decoder_layers
 from armor.proxy_loss import relative_loss
 from armor.sparsity import zero_count

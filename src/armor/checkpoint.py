@@ -23,6 +23,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain open()/mkdir() would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to a temporary file beside `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +37,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -45,6 +53,7 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | 
         contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(contiguous, tmp, metadata={"meta": json.dumps(meta or {})})
         digest = _sha256(Path(tmp))
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

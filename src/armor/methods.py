@@ -1,21 +1,14 @@
 """The registry of pruning methods and their common block-level interface."""
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
-from armor import magnitude, nowag, sparsegpt, wanda
+from armor import bcd, magnitude, nowag, sparsegpt, wanda
+from armor.layer import LayerResult
 from armor.stats import LayerStats
-
-
-@dataclass
-class LayerResult:
-    """A pruned linear layer: the weight the model uses, plus any factors to keep."""
-
-    weight: Tensor  # (d_out, d_in) reconstructed weight, float32
-    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 BlockPruner = Callable[[dict[str, Tensor], dict[str, LayerStats], dict[str, Any]], dict[str, LayerResult]]
@@ -47,6 +40,7 @@ METHODS: dict[str, Method] = {
     "wanda": Method("wanda", per_layer(wanda.prune)),
     "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune), needs_hessian=True),
     "nowag_p": Method("nowag_p", per_layer(nowag.prune)),
+    "armor": Method("armor", bcd.prune_block),
 }
 
 

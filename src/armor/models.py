@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from armor.checkpoint import default_mode
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -76,6 +78,7 @@ def fetch_model(spec: dict[str, Any], out_dir: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        tmp.chmod(default_mode(directory=True))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

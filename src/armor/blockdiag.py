@@ -1,0 +1,80 @@
+"""Block-diagonal matrices stored as (n_blocks, b, b), with a zero-padded ragged last block."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a dimension d is cut into blocks of size b, padded up to a multiple of `multiple`."""
+
+    d: int
+    b: int
+    multiple: int
+
+    @property
+    def padded(self) -> int:
+        return math.ceil(self.d / self.multiple) * self.multiple
+
+    @property
+    def n_blocks(self) -> int:
+        return self.padded // self.b
+
+
+def layout(d: int, b: int, group: int = 1) -> Layout:
+    """Blocks of size b over d; the padded size is a multiple of lcm(b, group) so groups never straddle."""
+    if b < 1:
+        raise ValueError(f"block size must be >= 1, got {b}")
+    return Layout(d, b, math.lcm(b, group))
+
+
+def identity(lay: Layout, batch: int = 1, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
+    """Identity blocks (batch, n_blocks, b, b), zero on padded indices so padding never leaks."""
+    diag = (torch.arange(lay.padded, device=device) < lay.d).to(dtype).reshape(lay.n_blocks, lay.b)
+    return torch.diag_embed(diag).expand(batch, -1, -1, -1).clone()
+
+
+def pad(x: Tensor, rows: Layout, cols: Layout) -> Tensor:
+    """Zero-pad (..., d_out, d_in) to (..., rows.padded, cols.padded)."""
+    return F.pad(x, (0, cols.padded - x.shape[-1], 0, rows.padded - x.shape[-2]))
+
+
+def unpad(x: Tensor, rows: Layout, cols: Layout) -> Tensor:
+    """Crop (..., padded_out, padded_in) back to (..., d_out, d_in)."""
+    return x[..., : rows.d, : cols.d]
+
+
+def grid(x: Tensor, rows: Layout, cols: Layout) -> Tensor:
+    """View padded (L, P_out, P_in) as (L, n_out, b, n_in, b) for block products."""
+    return x.reshape(x.shape[0], rows.n_blocks, rows.b, cols.n_blocks, cols.b)
+
+
+def left(a: Tensor, x: Tensor) -> Tensor:
+    """A · X for block-diagonal A (L, n_out, b, b) and X in grid form (L, n_out, b, n_in, b)."""
+    return torch.einsum("lpij,lpjqk->lpiqk", a, x)
+
+
+def right(x: Tensor, b: Tensor) -> Tensor:
+    """X · B for X in grid form (L, n_out, b, n_in, b) and block-diagonal B (L, n_in, b, b)."""
+    return torch.einsum("lpiqk,lqkj->lpiqj", x, b)
+
+
+def dense(blocks: Tensor, lay: Layout) -> Tensor:
+    """The d x d matrix of blocks (n_blocks, b, b), for checks and folding."""
+    return torch.block_diag(*blocks)[: lay.d, : lay.d]
+
+
+def merge(blocks: Tensor, unit: int) -> Tensor:
+    """Regroup blocks (L, n, b, b) into larger block-diagonal blocks (L, n*b/unit, unit, unit)."""
+    L, n, b, _ = blocks.shape
+    if unit == b:
+        return blocks
+    per = unit // b
+    out = blocks.new_zeros(L, n // per, unit, unit)
+    for k in range(per):
+        out[:, :, k * b : (k + 1) * b, k * b : (k + 1) * b] = blocks[:, k::per]
+    return out

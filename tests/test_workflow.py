@@ -1,0 +1,82 @@
+"""The whole DAG on the tiny random Llama, through the real Snakemake."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from armor.blockwise import FAULT_ENV
+from armor.checkpoint import load_tensors
+from armor.sparsity import is_24
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
+METHODS = ["dense", "magnitude", "wanda", "sparsegpt", "nowag_p"]
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real Snakemake on the tiny config in workdir."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2", *args, "--configfile", str(TINY)]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def workflow_dir(tmp_path_factory) -> Path:
+    """A finished tiny-model workflow run."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    result = snakemake(workdir, "results/tables/main.csv")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_main_table_has_a_row_per_method(workflow_dir):
+    table = pd.read_csv(workflow_dir / "results/tables/main.csv")
+    assert list(table.columns) == ["model", "method", "block_size", "ppl_news", "proxy_loss", "zero_fraction", "prune_seconds", "calibration_mode"]
+    assert table["method"].tolist() == METHODS
+    assert (table["model"] == "tiny-llama").all()
+    dense = table.set_index("method").loc["dense"]
+    assert dense["proxy_loss"] == 0 and dense["zero_fraction"] < 0.01
+    pruned = table[table["method"] != "dense"]
+    assert (pruned["zero_fraction"] == 0.5).all()
+    assert ((pruned["proxy_loss"] > 0) & (pruned["proxy_loss"] < 1)).all()
+    assert (table["ppl_news"] > 1).all()
+
+
+def test_every_saved_pruned_linear_is_24(workflow_dir):
+    for method in METHODS[1:]:
+        tensors, meta = load_tensors(workflow_dir / f"results/runs/tiny-llama/{method}/b0/pruned.safetensors")
+        weights = [v for k, v in tensors.items() if k.endswith(".weight")]
+        assert len(weights) == 3 * 7
+        assert all(is_24(w) for w in weights), method
+        assert meta["method"] == method
+
+
+def test_logs_and_benchmarks_are_written(workflow_dir):
+    assert (workflow_dir / "results/logs/prune/tiny-llama/sparsegpt/b0.log").read_text().count("block 3/3") == 1
+    assert (workflow_dir / "results/benchmarks/prune/tiny-llama/sparsegpt/b0.tsv").exists()
+
+
+def test_killed_prune_job_resumes_on_rerun(workflow_dir, tmp_path):
+    """Kill the prune job after one block; the next snakemake call finishes with identical weights."""
+    run = workflow_dir / "results/runs/tiny-llama/sparsegpt/b0"
+    reference, _ = load_tensors(run / "pruned.safetensors")
+    shutil.copytree(workflow_dir / "results", tmp_path / "results")
+    shutil.rmtree(tmp_path / "results/runs/tiny-llama/sparsegpt")
+    target = "results/runs/tiny-llama/sparsegpt/b0/pruned.safetensors"
+
+    killed = snakemake(tmp_path, target, env={FAULT_ENV: "1"})
+    assert killed.returncode != 0
+    assert (tmp_path / "results/checkpoints/tiny-llama/sparsegpt/b0/block_0000.safetensors").exists()
+    assert not (tmp_path / target).exists()
+
+    resumed = snakemake(tmp_path, target)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "block 1/3 resumed from checkpoint" in (tmp_path / "results/logs/prune/tiny-llama/sparsegpt/b0.log").read_text()
+    weights, _ = load_tensors(tmp_path / target)
+    assert weights.keys() == reference.keys()
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
