@@ -6,6 +6,7 @@ rule prune:
         pruned="results/runs/{model}/{method}/b{block_size}/pruned.safetensors",
         layers="results/runs/{model}/{method}/b{block_size}/layers.csv",
         summary="results/runs/{model}/{method}/b{block_size}/summary.json",
+        trace="results/runs/{model}/{method}/b{block_size}/trace.csv",
     log:
         "results/logs/prune/{model}/{method}/b{block_size}.log",
     benchmark:

@@ -16,7 +16,7 @@ from armor.sparsity import is_24
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
-METHODS = ["dense", "magnitude", "wanda", "sparsegpt", "nowag_p"]
+METHODS = ["dense", "magnitude", "wanda", "sparsegpt", "nowag_p", "armor"]
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -38,6 +38,7 @@ def test_main_table_has_a_row_per_method(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/main.csv")
     assert list(table.columns) == ["model", "method", "block_size", "ppl_news", "proxy_loss", "zero_fraction", "prune_seconds", "calibration_mode"]
     assert table["method"].tolist() == METHODS
+    assert table["block_size"].tolist() == [0, 0, 0, 0, 0, 16]
     assert (table["model"] == "tiny-llama").all()
     dense = table.set_index("method").loc["dense"]
     assert dense["proxy_loss"] == 0 and dense["zero_fraction"] < 0.01
@@ -45,14 +46,25 @@ def test_main_table_has_a_row_per_method(workflow_dir):
     assert (pruned["zero_fraction"] == 0.5).all()
     assert ((pruned["proxy_loss"] > 0) & (pruned["proxy_loss"] < 1)).all()
     assert (table["ppl_news"] > 1).all()
+    by_method = table.set_index("method")
+    assert by_method.loc["armor", "proxy_loss"] < by_method.loc["nowag_p", "proxy_loss"]
+
+
+def test_armor_trace_is_written_and_monotone(workflow_dir):
+    trace = pd.read_csv(workflow_dir / "results/runs/tiny-llama/armor/b16/trace.csv")
+    assert trace["layer"].nunique() == 3 * 7
+    assert sorted(trace["iteration"].unique()) == [0, 5, 10, 15, 20]
+    for _, layer in trace.groupby("layer"):
+        assert (layer["proxy_loss"].diff().dropna() <= 0).all()
 
 
 def test_every_saved_pruned_linear_is_24(workflow_dir):
     for method in METHODS[1:]:
-        tensors, meta = load_tensors(workflow_dir / f"results/runs/tiny-llama/{method}/b0/pruned.safetensors")
-        weights = [v for k, v in tensors.items() if k.endswith(".weight")]
-        assert len(weights) == 3 * 7
-        assert all(is_24(w) for w in weights), method
+        b = 16 if method == "armor" else 0
+        tensors, meta = load_tensors(workflow_dir / f"results/runs/tiny-llama/{method}/b{b}/pruned.safetensors")
+        sparse = [v for k, v in tensors.items() if k.endswith(".core" if method == "armor" else ".weight")]
+        assert len(sparse) == 3 * 7
+        assert all(is_24(w) for w in sparse), method
         assert meta["method"] == method
 
 

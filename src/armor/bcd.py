@@ -71,7 +71,8 @@ class Problem:
         self.core = self.w_bar * self.mask  # C = W' ⊙ M
         self.a = bd.identity(self.rows, L, dt, dev)
         self.b = bd.identity(self.cols, L, dt, dev)
-        self.adam = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params().items()}
+        self.grad_scale = 2 * self.h_grid / self.z[:, None, None, None, None]  # ∂L/∂W_hat = resid · grad_scale
+        self.adam = torch.optim.Adam(list(self.params().values()), lr=opts.lr, betas=BETAS, eps=ADAM_EPS, fused=True)
         self.generator = torch.Generator(device=dev).manual_seed(opts.seed)
         self._refresh()
         self.start_loss = self.loss.clone()
@@ -99,15 +100,16 @@ class Problem:
         return cb, resid, self._loss(resid)
 
     def _loss(self, resid: Tensor) -> Tensor:
-        """Proxy loss per layer, summed in float64 so the guard compares like with like."""
-        return (resid.square() * self.h_grid).sum((1, 2, 3, 4), dtype=torch.float64) / self.z
+        """Proxy loss per layer (float64), from the column norms of the residual."""
+        col_sq = torch.linalg.vector_norm(resid, dim=(1, 2)).double().square()  # (L, n_in, b)
+        return (col_sq * self.h_grid[:, 0, 0]).sum((1, 2)) / self.z
 
     def _refresh(self) -> None:
         self.cb, self.resid, self.loss = self._forward(self.a, self.b, self.core)
 
     def gradients(self) -> dict[str, Tensor]:
         """∂L/∂A, ∂L/∂B and ∂L/∂C (C dense: also at pruned positions, for group selection)."""
-        d = 2 * self.resid * self.h_grid / self.z[:, None, None, None, None]  # ∂L/∂W_hat
+        d = self.resid * self.grad_scale  # ∂L/∂W_hat
         atd = torch.einsum("lpji,lpjqk->lpiqk", self.a, d)  # Aᵀ D
         return {
             "a": torch.einsum("lpiqk,lpjqk->lpij", d, self.cb),  # D (C B)ᵀ on A's blocks
@@ -115,23 +117,20 @@ class Problem:
             "core": torch.einsum("lpiqk,lqjk->lpiqj", atd, self.b),  # Aᵀ D Bᵀ
         }
 
-    def continuous_step(self, grads: dict[str, Tensor], step: int, active: Tensor) -> Tensor:
+    def continuous_step(self, grads: dict[str, Tensor], active: Tensor) -> Tensor:
         """One Adam step on A, B and the kept core values; returns which layers accepted it."""
-        (b1, b2), lr = BETAS, self.opts.lr
-        candidate = {}
+        before = {name: value.clone() for name, value in self.params().items()}
         for name, value in self.params().items():
-            g = grads[name] * self.mask if name == "core" else grads[name]
-            m, v = self.adam[name]
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            update = (m / (1 - b1**step)) / ((v / (1 - b2**step)).sqrt() + ADAM_EPS)
-            candidate[name] = value - lr * update
-        candidate["core"] = candidate["core"] * self.mask
-        cb, resid, loss = self._forward(candidate["a"], candidate["b"], candidate["core"])
-        accept = active & (loss <= self.loss if self.opts.guard else torch.ones_like(active))
-        pick = lambda new, old: torch.where(accept.reshape(-1, *[1] * (new.dim() - 1)), new, old)  # noqa: E731
-        self.a, self.b, self.core = pick(candidate["a"], self.a), pick(candidate["b"], self.b), pick(candidate["core"], self.core)
-        self.cb, self.resid, self.loss = pick(cb, self.cb), pick(resid, self.resid), pick(loss, self.loss)
+            value.grad = grads[name] * self.mask if name == "core" else grads[name]
+        self.adam.step()
+        self.core.mul_(self.mask)
+        cb, resid, loss = self._forward(self.a, self.b, self.core)
+        accept = active & (loss <= self.loss) if self.opts.guard else active
+        for layer in torch.nonzero(~accept).flatten().tolist():  # roll back in place: the optimiser holds these
+            for name, value in self.params().items():
+                value[layer] = before[name][layer]
+            cb[layer], resid[layer], loss[layer] = self.cb[layer], self.resid[layer], self.loss[layer]
+        self.cb, self.resid, self.loss = cb, resid, loss
         return accept
 
     def select(self, grad_core: Tensor) -> Tensor:
@@ -146,8 +145,10 @@ class Problem:
         flat = weights.reshape(-1, weights.shape[-1])
         if self.opts.selection == "gradient_greedy":
             pick = flat.argmax(-1)
-        else:
-            pick = torch.multinomial(flat, 1, generator=self.generator)[:, 0]
+        else:  # inverse-CDF sampling, one draw per pair
+            cdf = flat.double().cumsum(-1)
+            u = torch.rand(flat.shape[0], 1, generator=self.generator, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+            pick = torch.searchsorted(cdf, u)[:, 0].clamp_(max=flat.shape[1] - 1)
         return pick.reshape(weights.shape[:-1])
 
     def sparse_step(self, choice: Tensor, active: Tensor) -> None:
@@ -178,20 +179,20 @@ class Problem:
         values, new_keep, _ = solve_groups(flat(a), flat(b_rows), flat(h_u), flat(contracted), flat(current), flat(keep))
         on = active[:, None, None, None].expand(L, n_out, n_units, 1).reshape(-1, 1)
         values, new_keep = torch.where(on, values, flat(current)), torch.where(on, new_keep, flat(keep))
-        old = self.cb.clone(), self.resid.clone(), self.loss
         core6[li, pi, rho, ui, gamma] = values.reshape(current.shape)
         mask6[li, pi, rho, ui, gamma] = new_keep.reshape(keep.shape)
         change = torch.einsum("lpuk,lpukj->lpuj", values.reshape(current.shape) - current, b_rows)  # Δvᵀ B_S
-        self._units(self.cb)[li, pi, rho, ui] += change
-        resid_u += torch.einsum("lpui,lpuj->lpiuj", a, change)
-        self.loss = self._loss(self.resid)
-        rose = self.loss > old[2]
-        if rose.any():
-            core6[li, pi, rho, ui, gamma] = torch.where(rose[:, None, None, None], current, core6[li, pi, rho, ui, gamma])
-            mask6[li, pi, rho, ui, gamma] = torch.where(rose[:, None, None, None], keep, mask6[li, pi, rho, ui, gamma])
-            back = rose.reshape(-1, 1, 1, 1, 1)
-            self.cb, self.resid = torch.where(back, old[0], self.cb), torch.where(back, old[1], self.resid)
-            self.loss = torch.where(rose, old[2], self.loss)
+        cb_rows = self._units(self.cb)[li, pi, rho, ui]
+        self._units(self.cb)[li, pi, rho, ui] = cb_rows + change
+        resid = self.resid + torch.einsum("lpui,lpuj->lpiuj", a, change).reshape(self.resid.shape)
+        loss = self._loss(resid)
+        rose = loss > self.loss
+        for layer in torch.nonzero(rose).flatten().tolist():  # rounding only: restore that layer exactly
+            core6[layer, pi[0], rho[layer], ui[0], gamma[layer]] = current[layer]
+            mask6[layer, pi[0], rho[layer], ui[0], gamma[layer]] = keep[layer]
+            self._units(self.cb)[layer, pi[0], rho[layer], ui[0]] = cb_rows[layer]
+            resid[layer], loss[layer] = self.resid[layer], self.loss[layer]
+        self.resid, self.loss = resid, loss
 
     def result(self, weights_dtype: torch.dtype) -> list[LayerResult]:
         """Denormalised W_hat and the factors with the norms folded in, per layer."""
@@ -233,7 +234,7 @@ def optimize(weights: Tensor, h: Tensor, opts: Options) -> tuple[list[LayerResul
     it = 0
     for it in range(1, opts.iterations + 1):
         grads = prob.gradients()
-        prob.continuous_step(grads, it, active)
+        prob.continuous_step(grads, active)
         prob.sparse_step(prob.select(grads["core"]), active)
         improved = prob.loss < best - torch.maximum(torch.full_like(best, opts.atol), opts.rtol * best.abs())
         best = torch.where(improved, prob.loss, best)

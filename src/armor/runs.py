@@ -14,6 +14,7 @@ from torch import Tensor
 
 from armor.blockwise import prune_model
 from armor.checkpoint import atomic_write_text, load_tensors, save_tensors
+from armor.cpu import keep_freed_memory
 from armor.data import load_windows
 from armor.methods import get_method
 from armor.models import apply_weights, block_linears, decoder_layers, load_model
@@ -40,6 +41,19 @@ def _write_layers_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def _write_trace_csv(path: Path, tensors: dict[str, Tensor]) -> None:
+    """Proxy loss of every optimised layer at every traced iteration (ARMOR; header only otherwise)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["layer", "iteration", "proxy_loss"])
+    for key, trace in tensors.items():
+        if key.endswith(".trace"):
+            layer = key.removesuffix(".trace")
+            iterations = tensors[f"{layer}.trace_iterations"].tolist()
+            writer.writerows([layer, it, f"{loss:.8g}"] for it, loss in zip(iterations, trace.tolist(), strict=True))
+    atomic_write_text(path, buffer.getvalue())
+
+
 def prune_run(
     model_dir: Path,
     dtype: str,
@@ -52,8 +66,9 @@ def prune_run(
     device: str = "auto",
     batch_size: int = 8,
 ) -> dict[str, Any]:
-    """Prune a fetched model, write pruned.safetensors, layers.csv and summary.json to out_dir."""
+    """Prune a fetched model; write pruned.safetensors, layers.csv, trace.csv and summary.json to out_dir."""
     start = time.perf_counter()
+    keep_freed_memory()
     method = get_method(method_name)
     model, _ = load_model(model_dir, dtype)
     tensors: dict[str, Tensor] = {}
@@ -88,6 +103,7 @@ def prune_run(
     }
     save_tensors(out_dir / "pruned.safetensors", tensors, {"method": method_name, **{k: v for k, v in options.items() if k != "prefix"}})
     _write_layers_csv(out_dir / "layers.csv", rows)
+    _write_trace_csv(out_dir / "trace.csv", tensors)
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("%s: mean proxy loss %.4f, zero fraction %.4f, %.1fs", method_name, summary["proxy_loss"], summary["zero_fraction"], seconds)

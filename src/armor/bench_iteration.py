@@ -1,0 +1,107 @@
+"""Benchmark: milliseconds per ARMOR iteration for whole decoder blocks, and projected run times.
+
+Run `python -m armor.bench_iteration [--out CSV]`; prints a table and writes one CSV row per case.
+"""
+
+import argparse
+import csv
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from armor import logs
+from armor.bcd import Options, Problem
+from armor.cpu import keep_freed_memory
+
+log = logging.getLogger(__name__)
+
+# The linear shapes (d_out, d_in) of one decoder block and how many layers share each shape.
+BLOCKS = {
+    "llama2-7b": {(4096, 4096): 4, (11008, 4096): 2, (4096, 11008): 1},
+    "smollm2-135m": {(576, 576): 2, (192, 576): 2, (1536, 576): 2, (576, 1536): 1},
+}
+N_BLOCKS = {"llama2-7b": 32, "smollm2-135m": 30}
+PROJECTED_ITERATIONS = 20000
+
+
+def time_block(shapes: dict[tuple[int, int], int], block_size: int, device: torch.device, iterations: int) -> float:
+    """Mean seconds of one full iteration (gradient, Adam step, selection, sparse step) over a block."""
+    g = torch.Generator(device=device).manual_seed(0)
+    problems = []
+    for (d_out, d_in), count in shapes.items():
+        w = torch.randn(count, d_out, d_in, generator=g, device=device)
+        h = torch.rand(count, d_in, generator=g, device=device) + 0.1
+        problems.append(Problem(w, h, Options(block_size=block_size, lr=1e-4)))
+
+    def one_iteration() -> None:
+        for prob in problems:
+            active = torch.ones(prob.loss.shape[0], dtype=torch.bool, device=device)
+            grads = prob.gradients()
+            prob.continuous_step(grads, active)
+            prob.sparse_step(prob.select(grads["core"]), active)
+
+    one_iteration()  # warm-up: allocator, kernels
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        one_iteration()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / iterations
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name of the CPU or GPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def main() -> None:
+    """Time the configured cases on the CPU and, when present, the GPU; print and write CSV."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_iteration.csv"))
+    parser.add_argument("--cpu-iterations", type=int, default=5)
+    parser.add_argument("--gpu-iterations", type=int, default=20)
+    parser.add_argument("--models", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
+    args = parser.parse_args()
+    logs.setup()
+    keep_freed_memory()
+    cases = [("smollm2-135m", 32), ("smollm2-135m", 64), ("smollm2-135m", 128), ("llama2-7b", 128)]
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    for device in devices:
+        for model, b in cases:
+            if model not in args.models:
+                continue
+            n = args.gpu_iterations if device.type == "cuda" else args.cpu_iterations
+            seconds = time_block(BLOCKS[model], b, device, n)
+            hours = seconds * N_BLOCKS[model] * PROJECTED_ITERATIONS / 3600
+            rows.append(
+                {
+                    "model": model, "block_size": b, "device": device.type, "device_name": device_name(device),
+                    "torch": torch.__version__, "layers": sum(BLOCKS[model].values()), "timed_iterations": n,
+                    "ms_per_iteration": round(seconds * 1000, 2),
+                    "projected_hours_20k_iterations": round(hours, 2),
+                }
+            )
+            log.info("%s b=%d on %s: %.1f ms per block iteration; whole model at %d iterations: %.2f h",
+                     model, b, device.type, seconds * 1000, PROJECTED_ITERATIONS, hours)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{'model':14} {'b':>4} {'device':6} {'ms/iter':>9} {'proj. h':>8}  device name")
+    for r in rows:
+        print(f"{r['model']:14} {r['block_size']:>4} {r['device']:6} {r['ms_per_iteration']:>9} "
+              f"{r['projected_hours_20k_iterations']:>8}  {r['device_name']}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
