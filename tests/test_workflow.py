@@ -36,7 +36,7 @@ def workflow_dir(tmp_path_factory) -> Path:
 
 def test_main_table_has_a_row_per_method(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/main.csv")
-    assert list(table.columns) == ["model", "method", "block_size", "ppl_news", "proxy_loss", "zero_fraction", "prune_seconds", "calibration_mode"]
+    assert list(table.columns) == ["model", "method", "block_size", "ppl_news", "proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]
     assert table["method"].tolist() == METHODS
     assert table["block_size"].tolist() == [0, 0, 0, 0, 0, 16]
     assert (table["model"] == "tiny-llama").all()
@@ -48,6 +48,8 @@ def test_main_table_has_a_row_per_method(workflow_dir):
     assert (table["ppl_news"] > 1).all()
     by_method = table.set_index("method")
     assert by_method.loc["armor", "proxy_loss"] < by_method.loc["nowag_p", "proxy_loss"]
+    assert by_method.loc["armor", "overhead"] == pytest.approx(16 * (2 * 128 + 2 * 96 + 3 * 192) / 36864)  # b·(d_out + d_in) over d_out·d_in
+    assert (by_method.drop("armor")["overhead"] == 0).all()
 
 
 def test_armor_trace_is_written_and_monotone(workflow_dir):

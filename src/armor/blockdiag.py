@@ -32,6 +32,11 @@ def layout(d: int, b: int, group: int = 1) -> Layout:
     return Layout(d, b, math.lcm(b, group))
 
 
+def block_params(d: int, b: int) -> int:
+    """Entries of the real (unpadded) blocks of a d x d block-diagonal matrix with block size b."""
+    return (d // b) * b * b + (d % b) ** 2
+
+
 def identity(lay: Layout, batch: int = 1, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
     """Identity blocks (batch, n_blocks, b, b), zero on padded indices so padding never leaks."""
     diag = (torch.arange(lay.padded, device=device) < lay.d).to(dtype).reshape(lay.n_blocks, lay.b)

@@ -154,9 +154,8 @@ def prune_model(
                 tensors[f"{name}.weight"] = result.weight.to(weight.dtype)
                 tensors[f"{name}.h"] = h[name]
                 tensors.update({f"{name}.{key}": value for key, value in result.extras.items()})
-                records.append(
-                    [name, relative_loss(weight.detach().float(), result.weight, h[name]), zero_count(tensors[f"{name}.weight"])]
-                )
+                sparse_part = result.extras.get("core", tensors[f"{name}.weight"])  # ARMOR: its 2:4 core
+                records.append([name, relative_loss(weight.detach().float(), result.weight, h[name]), zero_count(sparse_part)])
             block_seconds = time.perf_counter() - start
             meta = {"seconds": block_seconds, "records": records}
             save_tensors(path, tensors, meta)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from armor.blockdiag import block_params
 from armor.blockwise import prune_model
 from armor.checkpoint import atomic_write_text, load_tensors, save_tensors
 from armor.cpu import keep_freed_memory
@@ -91,10 +92,13 @@ def prune_run(
         ]
         seconds, resumed = report.seconds, report.resumed_blocks
     numel = sum(r["numel"] for r in rows)
+    b = options.get("block_size") if method_name == "armor" else None
+    wrappers = sum(block_params(r["d_out"], b) + block_params(r["d_in"], b) for r in rows) if b else 0
     summary = {
         "method": method_name,
         "proxy_loss": sum(r["proxy_loss"] for r in rows) / len(rows),
         "zero_fraction": sum(r["zeros"] for r in rows) / numel,
+        "overhead": wrappers / numel,
         "prune_seconds": seconds,
         "wall_seconds": time.perf_counter() - start,
         "resumed_blocks": resumed,

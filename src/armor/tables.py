@@ -8,7 +8,7 @@ import pandas as pd
 from armor.checkpoint import atomic_write_text
 
 MAIN_COLUMNS = ["model", "method", "block_size"]
-SUMMARY_COLUMNS = ["proxy_loss", "zero_fraction", "prune_seconds", "calibration_mode"]
+SUMMARY_COLUMNS = ["proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]
 
 
 def main_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path]) -> pd.DataFrame:
