@@ -12,6 +12,8 @@ include: "rules/model.smk"
 include: "rules/data.smk"
 include: "rules/prune.smk"
 include: "rules/evaluate.smk"
+include: "rules/build.smk"
+include: "rules/benchmark.smk"
 include: "rules/tables.smk"
 
 
@@ -19,3 +21,5 @@ rule all:
     default_target: True
     input:
         "results/tables/main.csv",
+        "results/tables/speed.csv",
+        "results/tables/layer_speed.csv",

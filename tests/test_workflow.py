@@ -94,3 +94,17 @@ def test_killed_prune_job_resumes_on_rerun(workflow_dir, tmp_path):
     weights, _ = load_tensors(tmp_path / target)
     assert weights.keys() == reference.keys()
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
+
+
+def test_build_and_speed_tables(workflow_dir):
+    result = snakemake(workflow_dir, "results/tables/speed.csv", "results/tables/layer_speed.csv")
+    assert result.returncode == 0, result.stderr[-4000:]
+    speed = pd.read_csv(workflow_dir / "results/tables/speed.csv")
+    assert len(speed) == len(METHODS) * 2  # batch sizes 1 and 2
+    assert (speed[["prefill_tokens_per_s", "decode_tokens_per_s", "peak_memory_mb", "bytes_on_disk"]] > 0).all().all()
+    assert {"device", "device_name", "torch", "transformers"} <= set(speed.columns)
+    disk = speed.drop_duplicates("method").set_index("method")["bytes_on_disk"]
+    assert disk["sparsegpt"] < disk["armor"] < disk["dense"]
+    layers = pd.read_csv(workflow_dir / "results/tables/layer_speed.csv")
+    assert set(layers["variant"]) == {"dense", "2:4", "armor_b64"}
+    assert len(layers) == 3 * 3 and (layers["kernel"] == "dense").all()  # CPU: masked dense cores

@@ -1,4 +1,6 @@
-"""Benchmark: milliseconds per ARMOR iteration for whole decoder blocks, and projected run times.
+"""Benchmark: milliseconds per ARMOR iteration per layer shape and per whole decoder block.
+
+A whole block's time, times the model's blocks and 20,000 iterations, projects a full run.
 
 Run `python -m armor.bench_iteration [--out CSV]`; prints a table and writes one CSV row per case.
 """
@@ -75,31 +77,33 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = []
     for device in devices:
+        n = args.gpu_iterations if device.type == "cuda" else args.cpu_iterations
         for model, b in cases:
             if model not in args.models:
                 continue
-            n = args.gpu_iterations if device.type == "cuda" else args.cpu_iterations
-            seconds = time_block(BLOCKS[model], b, device, n)
-            hours = seconds * N_BLOCKS[model] * PROJECTED_ITERATIONS / 3600
-            rows.append(
-                {
-                    "model": model, "block_size": b, "device": device.type, "device_name": device_name(device),
-                    "torch": torch.__version__, "layers": sum(BLOCKS[model].values()), "timed_iterations": n,
-                    "ms_per_iteration": round(seconds * 1000, 2),
-                    "projected_hours_20k_iterations": round(hours, 2),
-                }
-            )
-            log.info("%s b=%d on %s: %.1f ms per block iteration; whole model at %d iterations: %.2f h",
-                     model, b, device.type, seconds * 1000, PROJECTED_ITERATIONS, hours)
+            parts = [("block", BLOCKS[model])] + [(f"{o}x{i}", {(o, i): 1}) for o, i in BLOCKS[model]]
+            for part, shapes in parts:
+                seconds = time_block(shapes, b, device, n)
+                hours = seconds * N_BLOCKS[model] * PROJECTED_ITERATIONS / 3600 if part == "block" else None
+                rows.append(
+                    {
+                        "model": model, "part": part, "block_size": b, "device": device.type,
+                        "device_name": device_name(device), "torch": torch.__version__,
+                        "layers": sum(shapes.values()), "timed_iterations": n,
+                        "ms_per_iteration": round(seconds * 1000, 2),
+                        "projected_hours_20k_iterations": "" if hours is None else round(hours, 2),
+                    }
+                )
+                log.info("%s %s b=%d on %s: %.1f ms per iteration", model, part, b, device.type, seconds * 1000)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"{'model':14} {'b':>4} {'device':6} {'ms/iter':>9} {'proj. h':>8}  device name")
+    print(f"{'model':14} {'part':11} {'b':>4} {'device':6} {'ms/iter':>9} {'whole model, 20k it (h)':>24}  device")
     for r in rows:
-        print(f"{r['model']:14} {r['block_size']:>4} {r['device']:6} {r['ms_per_iteration']:>9} "
-              f"{r['projected_hours_20k_iterations']:>8}  {r['device_name']}")
+        print(f"{r['model']:14} {r['part']:11} {r['block_size']:>4} {r['device']:6} {r['ms_per_iteration']:>9} "
+              f"{r['projected_hours_20k_iterations']:>24}  {r['device_name']}")
     print(f"wrote {args.out}")
 
 

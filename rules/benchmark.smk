@@ -1,0 +1,63 @@
+rule speed:
+    input:
+        "results/runs/{model}/{method}/b{block_size}/packed",
+    output:
+        "results/runs/{model}/{method}/b{block_size}/speed.csv",
+    log:
+        "results/logs/speed/{model}/{method}/b{block_size}.log",
+    benchmark:
+        "results/benchmarks/speed/{model}/{method}/b{block_size}.tsv"
+    conda:
+        ENV
+    threads: workflow.cores
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=60,
+    params:
+        batch_sizes=config["speed"]["batch_sizes"],
+        prompt_len=config["speed"]["prompt_len"],
+        decode_tokens=config["speed"]["decode_tokens"],
+        device=config["device"],
+    script:
+        "../scripts/speed.py"
+
+
+rule speed_table:
+    input:
+        run_files("speed.csv"),
+    output:
+        "results/tables/speed.csv",
+    log:
+        "results/logs/tables/speed.log",
+    benchmark:
+        "results/benchmarks/tables/speed.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/speed_table.py"
+
+
+rule layer_speed:
+    output:
+        "results/tables/layer_speed.csv",
+    log:
+        "results/logs/tables/layer_speed.log",
+    benchmark:
+        "results/benchmarks/tables/layer_speed.tsv"
+    conda:
+        ENV
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        models=config["speed"]["layer_models"],
+        block_sizes=config["speed"]["layer_block_sizes"],
+        tokens=config["speed"]["layer_tokens"],
+        dtype=config["speed"]["layer_dtype"],
+        device=config["device"],
+    script:
+        "../scripts/layer_speed.py"

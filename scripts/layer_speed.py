@@ -1,0 +1,20 @@
+"""Rule layer_speed: one linear at the paper's shapes, dense vs 2:4 vs ARMOR."""
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from armor import logs
+from armor.checkpoint import atomic_write_text
+from armor.models import DTYPES
+from armor.runs import resolve_device
+from armor.speed import LAYER_SHAPES, layer_speed
+
+logs.setup(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+p = snakemake.params
+device = resolve_device(p.device)
+dtype = DTYPES[p.dtype if device.type == "cuda" else "float32"]  # fp16 matmuls are not a CPU fast path
+rows = layer_speed({m: LAYER_SHAPES[m] for m in p.models}, p.block_sizes, p.tokens, dtype, device)
+atomic_write_text(Path(snakemake.output[0]), pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))

