@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: demo test test-all lint dry-run clean
+.PHONY: demo speed bench-armor test test-all lint dry-run clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method and write results/tables/main.csv
 	$(SNAKEMAKE) results/tables/main.csv --configfile config/demo.yaml
+
+speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer_speed.csv
+	$(SNAKEMAKE) results/tables/speed.csv results/tables/layer_speed.csv --configfile config/demo.yaml
+
+bench-armor: $(STAMP)  ## ms per ARMOR iteration (CPU, and GPU when present) -> results/benchmarks/armor_iteration.csv
+	$(BIN)/python -m armor.bench_iteration
 
 test: $(STAMP)  ## the CI test set (everything not marked slow)
 	$(BIN)/pytest -m "not slow"

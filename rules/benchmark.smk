@@ -12,7 +12,7 @@ rule speed:
     threads: workflow.cores
     resources:
         mem_mb=model_mem_mb,
-        runtime=60,
+        runtime=runtime(60),
     params:
         batch_sizes=config["speed"]["batch_sizes"],
         prompt_len=config["speed"]["prompt_len"],
@@ -35,7 +35,7 @@ rule speed_table:
         ENV
     resources:
         mem_mb=1000,
-        runtime=10,
+        runtime=runtime(10),
     script:
         "../scripts/speed_table.py"
 
@@ -52,7 +52,7 @@ rule layer_speed:
     threads: workflow.cores
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=runtime(60),
     params:
         models=config["speed"]["layer_models"],
         block_sizes=config["speed"]["layer_block_sizes"],

@@ -12,7 +12,7 @@ rule build:
         ENV
     resources:
         mem_mb=model_mem_mb,
-        runtime=60,
+        runtime=runtime(60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
     script:

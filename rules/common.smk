@@ -37,6 +37,11 @@ def model_spec(wildcards):
     return config["models"][wildcards.model]
 
 
+def runtime(minutes):
+    """Runtime in minutes that doubles with every retry (a job killed at its limit resumes longer)."""
+    return lambda wildcards, attempt: minutes * 2 ** (attempt - 1)
+
+
 def model_mem_mb(wildcards):
     return 1024 * config["models"][wildcards.model]["mem_gb"]
 

@@ -11,7 +11,7 @@ rule calibration_data:
         ENV
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=runtime(60),
     params:
         source=config["calibration"]["source"],
         nsamples=config["calibration"]["nsamples"],
@@ -34,7 +34,7 @@ rule evaluation_data:
         ENV
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=runtime(60),
     params:
         source=lambda wildcards: config["evaluation"]["datasets"][wildcards.dataset][
             "source"

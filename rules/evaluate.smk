@@ -14,7 +14,7 @@ rule perplexity:
     threads: 4
     resources:
         mem_mb=model_mem_mb,
-        runtime=4 * 60,
+        runtime=runtime(4 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         datasets=list(config["evaluation"]["datasets"]),

@@ -9,7 +9,7 @@ rule fetch_model:
         ENV
     resources:
         mem_mb=model_mem_mb,
-        runtime=120,
+        runtime=runtime(120),
     params:
         spec=model_spec,
     script:

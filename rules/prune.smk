@@ -16,7 +16,7 @@ rule prune:
     threads: 4
     resources:
         mem_mb=model_mem_mb,
-        runtime=24 * 60,
+        runtime=runtime(24 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         options=method_options,

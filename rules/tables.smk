@@ -12,7 +12,7 @@ rule main_table:
         ENV
     resources:
         mem_mb=1000,
-        runtime=10,
+        runtime=runtime(10),
     params:
         runs=RUNS,
     script:
