@@ -7,7 +7,7 @@ import torch
 
 from armor.blockwise import FAULT_ENV, prune_model
 from armor.checkpoint import load_tensors
-from armor.data import calibration_windows
+from armor.data import calibration_windows, load_windows, save_windows
 from armor.methods import get_method
 from armor.models import load_model, load_tokenizer
 from armor.runs import prune_run
@@ -17,16 +17,12 @@ from armor.sparsity import is_24
 @pytest.fixture(scope="module")
 def calibration(tiny_model_dir, tmp_path_factory):
     """8 windows of 32 tokens, saved as the workflow saves them."""
-    from armor.data import save_windows
-
     path = tmp_path_factory.mktemp("calib") / "calibration.safetensors"
     save_windows(path, calibration_windows(load_tokenizer(tiny_model_dir), "gensim_news", 8, 32, 0))
     return path
 
 
 def _prune(tiny_model_dir, calibration, tmp_path, method, mode):
-    from armor.data import load_windows
-
     model, _ = load_model(tiny_model_dir, "float32")
     return prune_model(model, load_windows(calibration), get_method(method), tmp_path / "ckpt", mode=mode, batch_size=4)
 

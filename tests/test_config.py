@@ -75,3 +75,16 @@ def test_paper_dag_builds_offline():
     assert counts["prune"] == str(models * runs_per_model)
     assert counts["perplexity"] == str(models * runs_per_model)
     assert counts["evaluation_data"] == str(models * 2)
+
+
+def test_slurm_profile_builds_paper_dag_with_gpu_requests():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "results/tables/main.csv", "--profile", "profiles/slurm", "-n"],
+        capture_output=True, text=True, cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = result.stdout.split("\n\n")
+    prune = next(j for j in jobs if "rule prune:" in j)
+    fetch = next(j for j in jobs if "rule fetch_model:" in j)
+    assert "gpu=1" in prune and "slurm_partition=gpu" in prune and "runtime=1440" in prune
+    assert "gpu=" not in fetch and "slurm_partition=cpu" in fetch

@@ -75,7 +75,6 @@ class Problem:
         self.adam = torch.optim.Adam(list(self.params().values()), lr=opts.lr, betas=BETAS, eps=ADAM_EPS, fused=True)
         self.generator = torch.Generator(device=dev).manual_seed(opts.seed)
         self._refresh()
-        self.start_loss = self.loss.clone()
 
         n_units = self.cols.padded // self.unit
         per_unit = self.unit // GROUP
@@ -176,7 +175,7 @@ class Problem:
         keep = mask6[li, pi, rho, ui, gamma]
 
         flat = lambda x: x.reshape(L * n_out * n_units, *x.shape[3:])  # noqa: E731
-        values, new_keep, _ = solve_groups(flat(a), flat(b_rows), flat(h_u), flat(contracted), flat(current), flat(keep))
+        values, new_keep = solve_groups(flat(a), flat(b_rows), flat(h_u), flat(contracted), flat(current), flat(keep))
         on = active[:, None, None, None].expand(L, n_out, n_units, 1).reshape(-1, 1)
         values, new_keep = torch.where(on, values, flat(current)), torch.where(on, new_keep, flat(keep))
         core6[li, pi, rho, ui, gamma] = values.reshape(current.shape)
@@ -197,10 +196,9 @@ class Problem:
     def result(self, weights_dtype: torch.dtype) -> list[LayerResult]:
         """Denormalised W_hat and the factors with the norms folded in, per layer."""
         out = []
-        w_hat = bd.unpad(self._flat(bd.left(self.a, self.cb)), self.rows, self.cols)
+        weights = self.snapshot()
         core = bd.unpad(self._flat(self.core), self.rows, self.cols)
-        for i in range(w_hat.shape[0]):
-            weight = self.r_out[i][:, None] * w_hat[i] * self.r_in[i]
+        for i, weight in enumerate(weights):
             out.append(
                 LayerResult(
                     weight=weight.to(weights_dtype),
@@ -228,13 +226,14 @@ def optimize(weights: Tensor, h: Tensor, opts: Options) -> tuple[list[LayerResul
     """Run ARMOR on same-shape layers (L, d_out, d_in); returns results, the loss trace (T, L) and its iterations."""
     prob = Problem(weights, h, opts)
     active = torch.ones(weights.shape[0], dtype=torch.bool, device=weights.device)
+    rejected = torch.zeros_like(active, dtype=torch.long)
     best, stall = prob.loss.clone(), torch.zeros_like(active, dtype=torch.long)
     trace, trace_at = [prob.loss.clone()], [0]
     snapshots: dict[int, Tensor] = {0: prob.snapshot()} if 0 in opts.snapshots else {}
     it = 0
     for it in range(1, opts.iterations + 1):
         grads = prob.gradients()
-        prob.continuous_step(grads, active)
+        rejected += active & ~prob.continuous_step(grads, active)
         prob.sparse_step(prob.select(grads["core"]), active)
         improved = prob.loss < best - torch.maximum(torch.full_like(best, opts.atol), opts.rtol * best.abs())
         best = torch.where(improved, prob.loss, best)
@@ -250,6 +249,8 @@ def optimize(weights: Tensor, h: Tensor, opts: Options) -> tuple[list[LayerResul
     if trace_at[-1] != it:
         trace.append(prob.loss.clone())
         trace_at.append(it)
+    if opts.guard:
+        log.info("guard rejected %s Adam steps of %d iterations (per layer)", rejected.tolist(), it)
     results = prob.result(weights.dtype)
     for i, res in enumerate(results):
         res.extras.update({f"snapshot_{k}": v[i].to(weights.dtype) for k, v in snapshots.items()})

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from armor.checkpoint import load_tensors, save_tensors
 from armor.models import package_file
 
 log = logging.getLogger(__name__)
@@ -138,13 +139,9 @@ def evaluation_windows(
 
 def save_windows(path: Path, windows: Tensor) -> None:
     """Store token windows (n, seqlen) as safetensors, atomically."""
-    from armor.checkpoint import save_tensors
-
     save_tensors(path, {"input_ids": windows})
 
 
 def load_windows(path: Path) -> Tensor:
     """Token windows (n, seqlen) saved by `save_windows`."""
-    from armor.checkpoint import load_tensors
-
     return load_tensors(path)[0]["input_ids"]

@@ -105,7 +105,7 @@ def prune_run(
         "calibration_mode": mode if method.prune_block else "none",
         "layers": len(rows),
     }
-    save_tensors(out_dir / "pruned.safetensors", tensors, {"method": method_name, **{k: v for k, v in options.items() if k != "prefix"}})
+    save_tensors(out_dir / "pruned.safetensors", tensors, {"method": method_name, **options})
     _write_layers_csv(out_dir / "layers.csv", rows)
     _write_trace_csv(out_dir / "trace.csv", tensors)
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

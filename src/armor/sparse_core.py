@@ -14,7 +14,7 @@ def group_loss(v: Tensor, lin: Tensor, quad: Tensor) -> Tensor:
 
 def solve_groups(
     a: Tensor, b_rows: Tensor, h: Tensor, resid: Tensor, current: Tensor, current_keep: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Best pattern and values for each selected group, every other weight fixed.
 
     For a group in row r (A column a) and columns S (B rows B_S), changing the core values from
@@ -24,7 +24,7 @@ def solve_groups(
     a: (N, b) column of A; b_rows: (N, 4, U) the group's rows of B; h: (N, U) activation weights;
     resid: (N, U) Rᵀa, the residual (W_hat - W̄) of the block row contracted with a; current: (N, 4)
     values and current_keep: (N, 4) bool mask of the group now.
-    Returns the new values (N, 4), the new keep-mask (N, 4) and the loss change (N,), all ≤ 0.
+    Returns the new values (N, 4) and the new keep-mask (N, 4); a group changes only if its loss falls.
     """
     aa = a.square().sum(-1)  # (N,)
     gram = (b_rows * h[:, None, :]) @ b_rows.transpose(-1, -2)  # (N, 4, 4)
@@ -50,4 +50,4 @@ def solve_groups(
     keep = torch.zeros_like(current, dtype=torch.bool).scatter_(-1, idx[best], True)
     values = torch.where(take[:, None], values, current)
     keep = torch.where(take[:, None], keep, current_keep)
-    return values, keep, torch.where(take, f_best - f_current, torch.zeros_like(f_best))
+    return values, keep
