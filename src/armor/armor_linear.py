@@ -1,8 +1,12 @@
 """The inference module: y = ((x · Bᵀ) · Wcoreᵀ) · Aᵀ with block-diagonal A, B and a 2:4 core."""
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 
 def apply_blocks(x: Tensor, blocks: Tensor, d: int) -> Tensor:
@@ -39,7 +43,12 @@ class ArmorLinear(nn.Module):
             return False
         from torch.sparse import to_sparse_semi_structured
 
-        self.weight = nn.Parameter(to_sparse_semi_structured(self.weight.data), requires_grad=False)
+        try:
+            sparse = to_sparse_semi_structured(self.weight.data)
+        except (RuntimeError, ValueError) as err:  # e.g. a shape the kernels do not take
+            log.warning("keeping a dense masked core for a %dx%d layer: %s", self.out_features, self.in_features, err)
+            return False
+        self.weight = nn.Parameter(sparse, requires_grad=False)
         return True
 
     def forward(self, x: Tensor) -> Tensor:
