@@ -2,8 +2,6 @@
 
 import importlib.util
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from armor.checkpoint import default_mode
+from armor.checkpoint import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +71,9 @@ def fetch_model(spec: dict[str, Any], out_dir: Path) -> None:
     """Load a model from its source and save model and tokenizer as plain safetensors, atomically."""
     log.info("fetching model (%s source)", spec["source"])
     model, tokenizer = SOURCES[spec["source"]](spec)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.chmod(default_mode(directory=True))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("saved %s (%.1f M parameters)", out_dir, sum(p.numel() for p in model.parameters()) / 1e6)
 
 

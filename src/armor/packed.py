@@ -2,8 +2,6 @@
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from armor.armor_linear import ArmorLinear
-from armor.checkpoint import default_mode, load_tensors
+from armor.checkpoint import atomic_dir, load_tensors
 from armor.models import DTYPES, block_linears, decoder_layers, load_model
 from armor.sparsity import GROUP, KEEP
 
@@ -86,21 +84,12 @@ def pack(model_dir: Path, dtype: str, pruned: Path, out_dir: Path) -> None:
     for key, value in model.state_dict().items():
         if key not in linear_names and not (key == "lm_head.weight" and model.config.tie_word_embeddings):
             state[key] = value.detach().contiguous()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors")
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         info = {"format": FORMAT, "version": VERSION, "method": meta.get("method"), "dtype": dtype, "layers": layers}
         (tmp / META).write_text(json.dumps(info, indent=1) + "\n")
-        tmp.chmod(default_mode(directory=True))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("packed %s (%s): %.1f MB", out_dir, meta.get("method"), packed_bytes(out_dir) / 1e6)
 
 
