@@ -29,13 +29,15 @@ def test_compression_rejects_dense_groups():
 
 @pytest.mark.parametrize(("d_out", "d_in", "b"), [(576, 192, 128), (24, 32, 8)])
 def test_armor_linear_matches_dense_product(d_out, d_in, b):
+    g = torch.Generator().manual_seed(0)
     rows, cols = bd.layout(d_out, b), bd.layout(d_in, b, 4)
     real_rows = bd.identity(rows).diagonal(dim1=-2, dim2=-1)[0]
     real_cols = bd.identity(cols).diagonal(dim1=-2, dim2=-1)[0]
-    a = torch.randn(rows.n_blocks, b, b) * real_rows[:, :, None] * real_rows[:, None, :]
-    bb = torch.randn(cols.n_blocks, b, b) * real_cols[:, :, None] * real_cols[:, None, :]
-    core = torch.randn(d_out, d_in) * mask_24(torch.randn(d_out, d_in))
-    x = torch.randn(3, 5, d_in)
+    # wrappers as ARMOR learns them: the identity plus a perturbation, zero on padded indices
+    a = (bd.identity(rows)[0] + torch.randn(rows.n_blocks, b, b, generator=g) / b) * real_rows[:, :, None] * real_rows[:, None, :]
+    bb = (bd.identity(cols)[0] + torch.randn(cols.n_blocks, b, b, generator=g) / b) * real_cols[:, :, None] * real_cols[:, None, :]
+    core = torch.randn(d_out, d_in, generator=g) * mask_24(torch.randn(d_out, d_in, generator=g))
+    x = torch.randn(3, 5, d_in, generator=g)
     expected = x @ (bd.dense(a, rows) @ core @ bd.dense(bb, cols)).T
     layer = ArmorLinear(core, a, bb)
     assert torch.allclose(layer(x), expected, atol=1e-3, rtol=1e-4)

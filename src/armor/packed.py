@@ -13,12 +13,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from armor.armor_linear import ArmorLinear
 from armor.checkpoint import atomic_dir, load_tensors
 from armor.models import DTYPES, block_linears, decoder_layers, load_model
-from armor.sparsity import GROUP, KEEP
+from armor.sparsity import GROUP, KEEP, PATTERNS
 
 log = logging.getLogger(__name__)
 
 FORMAT, VERSION = "armor-packed", 1
-PAIRS = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])  # pattern id -> kept positions
+CODE_TO_PATTERN = torch.full((GROUP * GROUP,), -1, dtype=torch.long)  # first*4 + second kept position -> id
+CODE_TO_PATTERN[PATTERNS[:, 0] * GROUP + PATTERNS[:, 1]] = torch.arange(len(PATTERNS))
 META = "armor.json"
 
 
@@ -31,9 +32,7 @@ def compress_24(weight: Tensor) -> tuple[Tensor, Tensor]:
     order = nonzero.float() * GROUP - torch.arange(GROUP, dtype=torch.float32)  # non-zeros first, then leftmost
     kept = order.topk(KEEP, dim=-1).indices.sort(-1).values  # (d_out, n_groups, 2)
     pattern = (kept[..., 0] * GROUP + kept[..., 1])  # unique code per pair
-    code_to_id = torch.full((GROUP * GROUP,), -1, dtype=torch.long)
-    code_to_id[PAIRS[:, 0] * GROUP + PAIRS[:, 1]] = torch.arange(len(PAIRS))
-    ids = code_to_id[pattern].to(torch.uint8)
+    ids = CODE_TO_PATTERN[pattern].to(torch.uint8)
     if ids.shape[-1] % 2:
         ids = torch.nn.functional.pad(ids, (0, 1))
     packed = ids[..., 0::2] | (ids[..., 1::2] << 4)
@@ -43,7 +42,7 @@ def compress_24(weight: Tensor) -> tuple[Tensor, Tensor]:
 def decompress_24(values: Tensor, packed: Tensor, d_in: int) -> Tensor:
     """Inverse of `compress_24`: the dense 2:4 weight (d_out, d_in)."""
     ids = torch.stack([packed & 0xF, packed >> 4], -1).reshape(packed.shape[0], -1)[:, : d_in // GROUP].long()
-    kept = PAIRS.to(values.device)[ids]  # (d_out, n_groups, 2)
+    kept = PATTERNS.to(values.device)[ids]  # (d_out, n_groups, 2)
     dense = values.new_zeros(values.shape[0], d_in // GROUP, GROUP)
     dense.scatter_(-1, kept, values.reshape(values.shape[0], -1, KEEP))
     return dense.reshape(values.shape[0], d_in)

@@ -3,7 +3,8 @@
 import torch
 from torch import Tensor
 
-PATTERNS = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])  # the 6 ways to keep 2 of 4
+from armor.sparsity import PATTERNS
+
 RIDGE = 1e-12  # relative Tikhonov term: keeps singular 2x2 systems solvable; the true loss still decides
 
 

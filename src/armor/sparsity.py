@@ -5,6 +5,7 @@ from torch import Tensor
 
 GROUP = 4
 KEEP = 2
+PATTERNS = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])  # the 6 ways to keep 2 of 4
 
 
 def _groups(x: Tensor) -> Tensor:
