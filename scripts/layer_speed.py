@@ -6,10 +6,10 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.checkpoint import atomic_write_text
 from armor.models import DTYPES
 from armor.runs import resolve_device
 from armor.speed import LAYER_SHAPES, layer_speed
+from armor.tables import write_csv
 
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -17,4 +17,4 @@ p = snakemake.params
 device = resolve_device(p.device)
 dtype = DTYPES[p.dtype if device.type == "cuda" else "float32"]  # fp16 matmuls are not a CPU fast path
 rows = layer_speed({m: LAYER_SHAPES[m] for m in p.models}, p.block_sizes, p.tokens, dtype, device)
-atomic_write_text(Path(snakemake.output[0]), pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+write_csv(pd.DataFrame(rows), Path(snakemake.output[0]))

@@ -6,9 +6,9 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.checkpoint import atomic_write_text
 from armor.runs import resolve_device
 from armor.speed import model_speed
+from armor.tables import write_csv
 
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -16,4 +16,4 @@ p = snakemake.params
 rows = model_speed(Path(snakemake.input[0]), p.batch_sizes, p.prompt_len, p.decode_tokens, resolve_device(p.device))
 keys = {k: v for k, v in snakemake.wildcards.items()}
 table = pd.DataFrame([{**keys, **row} for row in rows])
-atomic_write_text(Path(snakemake.output[0]), table.to_csv(index=False, float_format="%.6g"))
+write_csv(table, Path(snakemake.output[0]))

@@ -6,17 +6,18 @@ Run `python -m armor.bench_iteration [--out CSV]`; prints a table and writes one
 """
 
 import argparse
-import csv
 import logging
-import platform
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from armor import logs
 from armor.bcd import Options, Problem
 from armor.cpu import keep_freed_memory
+from armor.speed import environment, synchronize
+from armor.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,12 @@ def time_block(shapes: dict[tuple[int, int], int], block_size: int, device: torc
             prob.sparse_step(prob.select(grads["core"]), active)
 
     one_iteration()  # warm-up: allocator, kernels
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(iterations):
         one_iteration()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return (time.perf_counter() - start) / iterations
-
-
-def device_name(device: torch.device) -> str:
-    """A readable name of the CPU or GPU."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
 def main() -> None:
@@ -87,19 +79,14 @@ def main() -> None:
                 hours = seconds * N_BLOCKS[model] * PROJECTED_ITERATIONS / 3600 if part == "block" else None
                 rows.append(
                     {
-                        "model": model, "part": part, "block_size": b, "device": device.type,
-                        "device_name": device_name(device), "torch": torch.__version__,
+                        "model": model, "part": part, "block_size": b, **environment(device),
                         "layers": sum(shapes.values()), "timed_iterations": n,
                         "ms_per_iteration": round(seconds * 1000, 2),
                         "projected_hours_20k_iterations": "" if hours is None else round(hours, 2),
                     }
                 )
                 log.info("%s %s b=%d on %s: %.1f ms per iteration", model, part, b, device.type, seconds * 1000)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(pd.DataFrame(rows), args.out)
     print(f"{'model':14} {'part':11} {'b':>4} {'device':6} {'ms/iter':>9} {'whole model, 20k it (h)':>24}  device")
     for r in rows:
         print(f"{r['model']:14} {r['part']:11} {r['block_size']:>4} {r['device']:6} {r['ms_per_iteration']:>9} "

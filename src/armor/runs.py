@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +35,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _write_layers_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+LAYER_COLUMNS = ["layer", "d_out", "d_in", "proxy_loss", "zeros", "numel"]
+
+
+def _write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> None:
+    """Write a header and rows as CSV, atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["layer", "d_out", "d_in", "proxy_loss", "zeros", "numel"])
-    writer.writeheader()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
 
 
-def _write_trace_csv(path: Path, tensors: dict[str, Tensor]) -> None:
-    """Proxy loss of every optimised layer at every traced iteration (ARMOR; header only otherwise)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["layer", "iteration", "proxy_loss"])
+def _trace_rows(tensors: dict[str, Tensor]) -> Iterator[list[Any]]:
+    """Proxy loss of every optimised layer at every traced iteration (ARMOR; none otherwise)."""
     for key, trace in tensors.items():
         if key.endswith(".trace"):
             layer = key.removesuffix(".trace")
             iterations = tensors[f"{layer}.trace_iterations"].tolist()
-            writer.writerows([layer, it, f"{loss:.8g}"] for it, loss in zip(iterations, trace.tolist(), strict=True))
-    atomic_write_text(path, buffer.getvalue())
+            yield from ([layer, it, f"{loss:.8g}"] for it, loss in zip(iterations, trace.tolist(), strict=True))
 
 
 def prune_run(
@@ -106,8 +107,8 @@ def prune_run(
         "layers": len(rows),
     }
     save_tensors(out_dir / "pruned.safetensors", tensors, {"method": method_name, **options})
-    _write_layers_csv(out_dir / "layers.csv", rows)
-    _write_trace_csv(out_dir / "trace.csv", tensors)
+    _write_csv(out_dir / "layers.csv", LAYER_COLUMNS, ([r[k] for k in LAYER_COLUMNS] for r in rows))
+    _write_csv(out_dir / "trace.csv", ["layer", "iteration", "proxy_loss"], _trace_rows(tensors))
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("%s: mean proxy loss %.4f, zero fraction %.4f, %.1fs", method_name, summary["proxy_loss"], summary["zero_fraction"], seconds)

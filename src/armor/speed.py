@@ -31,7 +31,8 @@ def environment(device: torch.device) -> dict[str, str]:
     return {"device": device.type, "device_name": name, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings cover it; nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -41,10 +42,10 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
