@@ -15,8 +15,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method and write results/tables/main.csv
-	$(SNAKEMAKE) results/tables/main.csv --configfile config/demo.yaml
+demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method: all tables, figures and results/report.html
+	$(SNAKEMAKE) --configfile config/demo.yaml
+	$(SNAKEMAKE) --configfile config/demo.yaml --report results/report.html
 
 speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer_speed.csv
 	$(SNAKEMAKE) results/tables/speed.csv results/tables/layer_speed.csv --configfile config/demo.yaml
@@ -38,4 +39,4 @@ dry-run: $(STAMP)  ## the paper's whole DAG, without running anything
 	$(SNAKEMAKE) results/tables/main.csv -n --quiet rules
 
 clean:
-	rm -rf results/models results/data results/runs results/checkpoints results/tables results/logs results/benchmarks
+	rm -rf results/models results/data results/runs results/checkpoints results/tables results/figures results/report.html results/logs results/benchmarks

@@ -8,18 +8,26 @@ if (
 
 
 include: "rules/common.smk"
+
+
+container: CONTAINER  # used with --sdm apptainer (every rule; README: Apptainer)
+
+
 include: "rules/model.smk"
 include: "rules/data.smk"
 include: "rules/prune.smk"
 include: "rules/evaluate.smk"
 include: "rules/build.smk"
 include: "rules/benchmark.smk"
+include: "rules/downstream.smk"
 include: "rules/tables.smk"
+include: "rules/figures.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
     default_target: True
     input:
-        "results/tables/main.csv",
-        "results/tables/speed.csv",
-        "results/tables/layer_speed.csv",
+        final_targets(),

@@ -26,7 +26,12 @@ rule speed_table:
     input:
         run_files("speed.csv"),
     output:
-        "results/tables/speed.csv",
+        report(
+            "results/tables/speed.csv",
+            caption="../report/speed.rst",
+            category="Tables",
+            subcategory="Speed",
+        ),
     log:
         "results/logs/tables/speed.log",
     benchmark:
@@ -42,7 +47,12 @@ rule speed_table:
 
 rule layer_speed:
     output:
-        "results/tables/layer_speed.csv",
+        report(
+            "results/tables/layer_speed.csv",
+            caption="../report/layer_speed.rst",
+            category="Tables",
+            subcategory="Speed",
+        ),
     log:
         "results/logs/tables/layer_speed.log",
     benchmark:

@@ -1,3 +1,4 @@
+import math
 import re
 
 from armor.config import validate
@@ -6,6 +7,7 @@ from armor.methods import METHODS
 validate(config)
 
 ENV = "../envs/armor.yaml"
+CONTAINER = f"{workflow.basedir}/containers/armor.sif"  # apptainer build containers/armor.sif containers/armor.def
 
 
 wildcard_constraints:
@@ -13,6 +15,7 @@ wildcard_constraints:
     method="|".join(config["methods"]),
     block_size=r"\d+",
     dataset="|".join(config["evaluation"]["datasets"]),
+    table="main|downstream|blocksize|iterations|speed",
 
 
 def block_sizes(method):
@@ -38,8 +41,9 @@ def model_spec(wildcards):
 
 
 def runtime(minutes):
-    """Runtime in minutes that doubles with every retry (a job killed at its limit resumes longer)."""
-    return lambda wildcards, attempt: minutes * 2 ** (attempt - 1)
+    """Runtime in minutes (times config runtime_scale, at least 1) that doubles with every retry."""
+    base = max(1, math.ceil(minutes * config["runtime_scale"]))
+    return lambda wildcards, attempt: base * 2 ** (attempt - 1)
 
 
 def model_mem_mb(wildcards):
@@ -74,3 +78,41 @@ def run_files(name):
         f"results/runs/{r['model']}/{r['method']}/b{r['block_size']}/{name}"
         for r in RUNS
     ]
+
+
+ARMOR_RUNS = [r for r in RUNS if r["method"] == "armor"]
+TASKS = config["downstream"]["tasks"]
+LOCAL_TASKS = sorted({spec["local"] for spec in TASKS.values() if "local" in spec})
+TABLES = (
+    ["main", "speed"]
+    + ["downstream"] * bool(TASKS)
+    + ["blocksize", "iterations"] * bool(ARMOR_RUNS)
+)
+FIGURES = ["pareto"] + ["iterations", "blocksize"] * bool(ARMOR_RUNS)
+
+
+def armor_run_files(name):
+    """One file of every configured ARMOR run, in RUNS order."""
+    return [
+        f"results/runs/{r['model']}/armor/b{r['block_size']}/{name}" for r in ARMOR_RUNS
+    ]
+
+
+def task_dir_input(wildcards):
+    """The folder of offline lm-eval tasks, when the config names any."""
+    return "results/data/lm_tasks" if LOCAL_TASKS else []
+
+
+def snapshot_iterations():
+    """ARMOR snapshots that need their own perplexity: not 0 (NoWag-P's) nor the last iteration (the run's own)."""
+    last = config["armor"]["iterations"]
+    return sorted(k for k in set(config["armor"]["snapshots"]) if 0 < k < last)
+
+
+def final_targets():
+    """Every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) the config calls for."""
+    tables = [
+        f"results/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")
+    ]
+    figures = [f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("pdf", "png")]
+    return tables + ["results/tables/layer_speed.csv"] + figures

@@ -22,3 +22,29 @@ rule perplexity:
         batch_size=config["evaluation"]["batch_size"],
     script:
         "../scripts/perplexity.py"
+
+
+rule snapshot_perplexity:
+    input:
+        model="results/models/{model}",
+        pruned="results/runs/{model}/armor/b{block_size}/pruned.safetensors",
+        windows=lambda wildcards: f"results/data/{wildcards.model}/eval_{config['evaluation']['snapshot_dataset']}.safetensors",
+    output:
+        "results/runs/{model}/armor/b{block_size}/snapshots.json",
+    log:
+        "results/logs/snapshot_perplexity/{model}/b{block_size}.log",
+    benchmark:
+        "results/benchmarks/snapshot_perplexity/{model}/b{block_size}.tsv"
+    conda:
+        ENV
+    threads: 4
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=runtime(4 * 60),
+    params:
+        dtype=lambda wildcards: model_spec(wildcards)["dtype"],
+        iterations=snapshot_iterations(),
+        device=config["device"],
+        batch_size=config["evaluation"]["batch_size"],
+    script:
+        "../scripts/snapshot_perplexity.py"

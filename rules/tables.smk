@@ -3,7 +3,12 @@ rule main_table:
         summaries=run_files("summary.json"),
         perplexities=run_files("perplexity.json"),
     output:
-        "results/tables/main.csv",
+        report(
+            "results/tables/main.csv",
+            caption="../report/main.rst",
+            category="Tables",
+            subcategory="Perplexity",
+        ),
     log:
         "results/logs/tables/main.log",
     benchmark:
@@ -17,3 +22,98 @@ rule main_table:
         runs=RUNS,
     script:
         "../scripts/main_table.py"
+
+
+rule downstream_table:
+    input:
+        run_files("downstream.json"),
+    output:
+        report(
+            "results/tables/downstream.csv",
+            caption="../report/downstream.rst",
+            category="Tables",
+            subcategory="Downstream",
+        ),
+    log:
+        "results/logs/tables/downstream.log",
+    benchmark:
+        "results/benchmarks/tables/downstream.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime(10),
+    params:
+        runs=RUNS,
+    script:
+        "../scripts/downstream_table.py"
+
+
+rule blocksize_table:
+    input:
+        "results/tables/main.csv",
+    output:
+        report(
+            "results/tables/blocksize.csv",
+            caption="../report/blocksize.rst",
+            category="Tables",
+            subcategory="ARMOR",
+        ),
+    log:
+        "results/logs/tables/blocksize.log",
+    benchmark:
+        "results/benchmarks/tables/blocksize.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime(10),
+    script:
+        "../scripts/blocksize_table.py"
+
+
+rule iterations_table:
+    input:
+        main="results/tables/main.csv",
+        traces=armor_run_files("trace.csv"),
+        snapshots=armor_run_files("snapshots.json"),
+    output:
+        report(
+            "results/tables/iterations.csv",
+            caption="../report/iterations.rst",
+            category="Tables",
+            subcategory="ARMOR",
+        ),
+    log:
+        "results/logs/tables/iterations.log",
+    benchmark:
+        "results/benchmarks/tables/iterations.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime(10),
+    params:
+        runs=ARMOR_RUNS,
+        dataset=config["evaluation"]["snapshot_dataset"],
+    script:
+        "../scripts/iterations_table.py"
+
+
+rule render_table:
+    input:
+        "results/tables/{table}.csv",
+    output:
+        markdown="results/tables/{table}.md",
+        latex="results/tables/{table}.tex",
+    log:
+        "results/logs/tables/render_{table}.log",
+    benchmark:
+        "results/benchmarks/tables/render_{table}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime(10),
+    script:
+        "../scripts/render_table.py"

@@ -1,6 +1,7 @@
 """The whole DAG on the tiny random Llama, through the real Snakemake."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,9 +28,9 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
 
 @pytest.fixture(scope="module")
 def workflow_dir(tmp_path_factory) -> Path:
-    """A finished tiny-model workflow run."""
+    """A finished tiny-model workflow run: every table and figure (the default target)."""
     workdir = tmp_path_factory.mktemp("workflow")
-    result = snakemake(workdir, "results/tables/main.csv")
+    result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
 
@@ -97,8 +98,6 @@ def test_killed_prune_job_resumes_on_rerun(workflow_dir, tmp_path):
 
 
 def test_build_and_speed_tables(workflow_dir):
-    result = snakemake(workflow_dir, "results/tables/speed.csv", "results/tables/layer_speed.csv")
-    assert result.returncode == 0, result.stderr[-4000:]
     speed = pd.read_csv(workflow_dir / "results/tables/speed.csv")
     assert len(speed) == len(METHODS) * 2  # batch sizes 1 and 2
     assert (speed[["prefill_tokens_per_s", "decode_tokens_per_s", "peak_memory_mb", "bytes_on_disk"]] > 0).all().all()
@@ -108,3 +107,60 @@ def test_build_and_speed_tables(workflow_dir):
     layers = pd.read_csv(workflow_dir / "results/tables/layer_speed.csv")
     assert set(layers["variant"]) == {"dense", "2:4", "armor_b64"}
     assert len(layers) == 3 * 3 and (layers["kernel"] == "dense").all()  # CPU: masked dense cores
+
+
+def test_downstream_table_scores_every_run(workflow_dir):
+    table = pd.read_csv(workflow_dir / "results/tables/downstream.csv")
+    assert list(table.columns) == ["model", "method", "block_size", "analogy", "news_cloze", "mean"]
+    assert table["method"].tolist() == METHODS
+    assert table[["analogy", "news_cloze"]].isin([i / 8 for i in range(9)]).all().all()  # 8 items per task
+    assert table["mean"].tolist() == pytest.approx(table[["analogy", "news_cloze"]].mean(axis=1).tolist())
+    tasks = workflow_dir / "results/data/lm_tasks"
+    assert sorted(p.name for p in tasks.iterdir() if not p.name.startswith(".")) == ["analogy.jsonl", "analogy.yaml", "loader.py", "news_cloze.jsonl", "news_cloze.yaml"]
+
+
+def test_armor_tables_relate_to_nowag_and_dense(workflow_dir):
+    main = pd.read_csv(workflow_dir / "results/tables/main.csv").set_index("method")
+    iterations = pd.read_csv(workflow_dir / "results/tables/iterations.csv")
+    assert iterations["iteration"].tolist() == [0, 5, 10, 15, 20]
+    measured = iterations.dropna(subset=["ppl_news"]).set_index("iteration")
+    assert measured.index.tolist() == [0, 10, 20]  # NoWag-P start, the snapshot, the finished run
+    assert measured.loc[0, "ppl_news"] == pytest.approx(main.loc["nowag_p", "ppl_news"])
+    assert measured.loc[20, "ppl_news"] == pytest.approx(main.loc["armor", "ppl_news"])
+    assert measured.loc[0, "rel_ppl"] == pytest.approx(1.0)
+    assert (iterations["rel_proxy_loss"].diff().dropna() <= 0).all() and iterations["rel_proxy_loss"].iloc[0] == 1.0
+    blocksize = pd.read_csv(workflow_dir / "results/tables/blocksize.csv")
+    dense, start = main.loc["dense", "ppl_news"], main.loc["nowag_p", "ppl_news"]
+    assert blocksize["rel_ppl_news"].iloc[0] == pytest.approx((main.loc["armor", "ppl_news"] - dense) / (start - dense))
+
+
+def test_tables_are_rendered_and_figures_drawn(workflow_dir):
+    for table in ["main", "speed", "downstream", "blocksize", "iterations"]:
+        markdown = (workflow_dir / f"results/tables/{table}.md").read_text()
+        assert "| Method |" in markdown or "| Model |" in markdown
+        latex = (workflow_dir / f"results/tables/{table}.tex").read_text()
+        assert all(rule in latex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
+    for figure in ["pareto", "iterations", "blocksize"]:
+        assert (workflow_dir / f"results/figures/{figure}.pdf").read_bytes().startswith(b"%PDF")
+        assert (workflow_dir / f"results/figures/{figure}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_redrawing_a_figure_reads_only_tables(workflow_dir):
+    pruned = workflow_dir / "results/runs/tiny-llama/armor/b16/pruned.safetensors"
+    before = pruned.stat().st_mtime_ns
+    (workflow_dir / "results/figures/pareto.png").unlink()
+    plan = snakemake(workflow_dir, "-n", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    jobs = {line.split()[0] for line in plan.stdout.splitlines() if re.fullmatch(r"\w+\s+\d+", line.strip())}
+    assert jobs == {"all", "pareto_figure", "total"}, plan.stdout
+    redraw = snakemake(workflow_dir)
+    assert redraw.returncode == 0, redraw.stderr[-4000:]
+    assert (workflow_dir / "results/figures/pareto.png").exists() and pruned.stat().st_mtime_ns == before
+
+
+def test_report_holds_every_table_and_figure(workflow_dir):
+    result = snakemake(workflow_dir, "--report", str(workflow_dir / "report.html"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    html = (workflow_dir / "report.html").read_text()
+    for name in ["main.csv", "downstream.csv", "blocksize.csv", "iterations.csv", "speed.csv", "layer_speed.csv", "pareto.png", "iterations.png", "blocksize.png"]:
+        assert name in html, name

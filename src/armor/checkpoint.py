@@ -63,6 +63,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write an object as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> None:
     """Save tensors and JSON metadata atomically, with a `.sha256` sidecar written last."""
     path.parent.mkdir(parents=True, exist_ok=True)

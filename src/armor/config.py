@@ -63,4 +63,11 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
     _fill_defaults(config, SCHEMA)
+    evaluation = config["evaluation"]
+    evaluation.setdefault("snapshot_dataset", next(iter(evaluation["datasets"])))
+    if evaluation["snapshot_dataset"] not in evaluation["datasets"]:
+        raise ConfigError(
+            f"invalid configuration:\n  evaluation.snapshot_dataset: {evaluation['snapshot_dataset']!r} is not one of the "
+            f"evaluation datasets {sorted(evaluation['datasets'])}"
+        )
     return config

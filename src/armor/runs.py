@@ -2,7 +2,6 @@
 
 import csv
 import io
-import json
 import logging
 import shutil
 import time
@@ -13,9 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from armor import downstream
 from armor.blockdiag import block_params
 from armor.blockwise import prune_model
-from armor.checkpoint import atomic_write_text, load_tensors, save_tensors
+from armor.checkpoint import atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from armor.cpu import keep_freed_memory
 from armor.data import load_windows
 from armor.methods import get_method
@@ -109,29 +109,66 @@ def prune_run(
     save_tensors(out_dir / "pruned.safetensors", tensors, {"method": method_name, **options})
     _write_csv(out_dir / "layers.csv", LAYER_COLUMNS, ([r[k] for k in LAYER_COLUMNS] for r in rows))
     _write_csv(out_dir / "trace.csv", ["layer", "iteration", "proxy_loss"], _trace_rows(tensors))
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out_dir / "summary.json", summary)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("%s: mean proxy loss %.4f, zero fraction %.4f, %.1fs", method_name, summary["proxy_loss"], summary["zero_fraction"], seconds)
     return summary
 
 
-def load_pruned_weights(pruned: Path) -> dict[str, Tensor]:
-    """The reconstructed weights of a pruned run, by full parameter name."""
+def load_pruned_weights(pruned: Path, snapshot: int | None = None) -> dict[str, Tensor]:
+    """The reconstructed weights of a pruned run by parameter name; with snapshot=k, ARMOR's weights at iteration k.
+
+    A layer whose optimisation stopped early has no snapshot past its last iteration: its final weight stands in.
+    """
     tensors, _ = load_tensors(pruned)
-    return {k: v for k, v in tensors.items() if k.endswith(".weight")}
+    weights = {k: v for k, v in tensors.items() if k.endswith(".weight")}
+    if snapshot is None:
+        return weights
+    if not any(k.endswith(f".snapshot_{snapshot}") for k in tensors):
+        raise KeyError(f"{pruned} holds no snapshot at iteration {snapshot}; set armor.snapshots in the config and prune again")
+    return {k: tensors.get(f"{k.removesuffix('.weight')}.snapshot_{snapshot}", v) for k, v in weights.items()}
+
+
+def pruned_model(model_dir: Path, dtype: str, pruned: Path, device: str, snapshot: int | None = None) -> tuple[Any, Any, torch.device]:
+    """The fetched model with a run's pruned weights (or one ARMOR snapshot) applied, on the resolved device."""
+    model, tokenizer = load_model(model_dir, dtype)
+    apply_weights(model, load_pruned_weights(pruned, snapshot))
+    dev = resolve_device(device)
+    return model.to(dev), tokenizer, dev
 
 
 def evaluate_run(
     model_dir: Path, dtype: str, pruned: Path, windows: dict[str, Path], out: Path, device: str = "auto", batch_size: int = 1
 ) -> dict[str, float]:
     """Perplexity of the pruned model on each evaluation set, written to out as JSON."""
-    model, _ = load_model(model_dir, dtype)
-    apply_weights(model, load_pruned_weights(pruned))
-    dev = resolve_device(device)
-    model.to(dev)
+    model, _, dev = pruned_model(model_dir, dtype, pruned, device)
     result = {}
     for name, path in windows.items():
         result[name] = perplexity(model, load_windows(path), batch_size=batch_size, device=dev)
         log.info("%s perplexity: %.3f", name, result[name])
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out, result)
     return result
+
+
+def evaluate_snapshots(
+    model_dir: Path, dtype: str, pruned: Path, windows: Path, iterations: list[int], out: Path, device: str = "auto", batch_size: int = 1
+) -> dict[int, float]:
+    """Perplexity of an ARMOR run's snapshot at each iteration on one evaluation set, written to out as JSON."""
+    result = {}
+    for it in iterations:
+        model, _, dev = pruned_model(model_dir, dtype, pruned, device, snapshot=it)
+        result[it] = perplexity(model, load_windows(windows), batch_size=batch_size, device=dev)
+        log.info("iteration %d perplexity: %.3f", it, result[it])
+    atomic_write_json(out, result)
+    return result
+
+
+def evaluate_downstream(
+    model_dir: Path, dtype: str, pruned: Path, tasks: dict[str, dict[str, Any]], task_dir: Path | None, out: Path,
+    device: str = "auto", batch_size: int = 8,
+) -> dict[str, dict[str, float]]:
+    """lm-eval scores of the pruned model on every configured task, written to out as JSON."""
+    model, tokenizer, dev = pruned_model(model_dir, dtype, pruned, device)
+    scores = downstream.evaluate(model, tokenizer, tasks, task_dir, batch_size, str(dev))
+    atomic_write_json(out, scores)
+    return scores

@@ -37,14 +37,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    """Median seconds of `fn` after one warm-up call."""
-    fn()
+def timed(fn: Callable[..., Any], device: torch.device, repeats: int, setup: Callable[[], tuple[Any, ...]] = tuple) -> float:
+    """Median seconds of fn(*setup()) after one warm-up call; setup runs untimed before every call."""
+    fn(*setup())
     times = []
     for _ in range(repeats):
+        args = setup()
         synchronize(device)
         start = time.perf_counter()
-        fn()
+        fn(*args)
         synchronize(device)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
@@ -73,16 +74,18 @@ def model_speed(
             with torch.inference_mode():
                 return model(prompt, use_cache=True)
 
-        def decode() -> None:
+        def start_decode() -> tuple[Any, torch.Tensor]:
+            out = prefill()
+            return out.past_key_values, out.logits[:, -1:].argmax(-1)
+
+        def decode(cache: Any, token: torch.Tensor) -> None:
             with torch.inference_mode():
-                out = model(prompt, use_cache=True)
-                cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
                 for _ in range(decode_tokens):
                     out = model(token, past_key_values=cache, use_cache=True)
                     cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
 
         t_prefill = timed(prefill, device, repeats)
-        t_decode = max(timed(decode, device, repeats) - t_prefill, 1e-9)
+        t_decode = timed(decode, device, repeats, setup=start_decode)
         rows.append(
             {
                 "batch_size": batch, "prompt_len": prompt_len, "decode_tokens": decode_tokens,

@@ -24,3 +24,69 @@ def main_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexi
 def write_csv(table: pd.DataFrame, path: Path) -> None:
     """Write a table as CSV atomically."""
     atomic_write_text(Path(path), table.to_csv(index=False, float_format="%.6g"))
+
+
+def downstream_table(runs: list[dict[str, str | int]], scores: list[Path]) -> pd.DataFrame:
+    """One row per run: each task's score (a fraction) and their unweighted mean."""
+    rows = []
+    for run, path in zip(runs, scores, strict=True):
+        tasks = {task: s["score"] for task, s in json.loads(Path(path).read_text()).items()}
+        rows.append({**run, **tasks, "mean": sum(tasks.values()) / len(tasks)})
+    return pd.DataFrame(rows)
+
+
+def _ppl_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith("ppl_")]
+
+
+def _reference(main: pd.DataFrame, model: str, method: str, column: str) -> float:
+    """A reference run's value (dense or nowag_p) for one model; NaN when that method was not run."""
+    rows = main[(main["model"] == model) & (main["method"] == method)]
+    return float(rows[column].iloc[0]) if len(rows) else float("nan")
+
+
+def relative_ppl(ppl: float, dense: float, start: float) -> float:
+    """(ppl - dense) / (NoWag-P - dense): 1 at ARMOR's starting point, 0 at the dense model (the paper's figure 3)."""
+    return (ppl - dense) / (start - dense)
+
+
+def blocksize_table(main: pd.DataFrame) -> pd.DataFrame:
+    """ARMOR's rows of the main table by block size, with wrapper overhead and relative perplexity per set."""
+    armor = main[main["method"] == "armor"].sort_values(["model", "block_size"])
+    rows = []
+    for _, run in armor.iterrows():
+        row = {"model": run["model"], "block_size": int(run["block_size"]), "overhead": run["overhead"], "proxy_loss": run["proxy_loss"]}
+        for col in _ppl_columns(main):
+            row[col] = run[col]
+            dense, start = (_reference(main, run["model"], m, col) for m in ("dense", "nowag_p"))
+            row[f"rel_{col}"] = relative_ppl(run[col], dense, start)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def total_proxy_loss(trace: pd.DataFrame) -> pd.Series:
+    """Sum over layers of the proxy loss at each traced iteration; a layer that stopped early keeps its last loss."""
+    wide = trace.pivot_table(index="iteration", columns="layer", values="proxy_loss").sort_index().ffill()
+    return wide.sum(axis=1)
+
+
+def iterations_table(main: pd.DataFrame, runs: list[dict[str, str | int]], traces: list[Path], snapshots: list[Path], dataset: str) -> pd.DataFrame:
+    """Per ARMOR run and traced iteration: proxy loss relative to the start, and perplexity where it was measured.
+
+    Perplexity comes from the run's snapshots, from NoWag-P at iteration 0 (ARMOR's starting point) and from the
+    finished run at its last iteration; `rel_ppl` is relative_ppl of it.
+    """
+    col = f"ppl_{dataset}"
+    frames = []
+    for run, trace_path, snapshot_path in zip(runs, traces, snapshots, strict=True):
+        loss = total_proxy_loss(pd.read_csv(trace_path))
+        ppl = {int(k): v for k, v in json.loads(Path(snapshot_path).read_text()).items()}
+        final = main[(main["model"] == run["model"]) & (main["method"] == "armor") & (main["block_size"] == int(run["block_size"]))]
+        dense, start = (_reference(main, str(run["model"]), m, col) for m in ("dense", "nowag_p"))
+        ppl |= {0: start, int(loss.index[-1]): float(final[col].iloc[0])}
+        frame = pd.DataFrame({"iteration": loss.index, "proxy_loss": loss.values, "rel_proxy_loss": loss.values / loss.iloc[0]})
+        frame[col] = frame["iteration"].map(ppl)
+        frame["rel_ppl"] = relative_ppl(frame[col], dense, start)
+        frames.append(frame.assign(model=run["model"], block_size=int(run["block_size"])))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["model", "block_size", "iteration", "proxy_loss", "rel_proxy_loss", col, "rel_ppl"]]

@@ -1,0 +1,11 @@
+"""Rule blocksize_table: ARMOR's perplexity and overhead by block size, from the main table."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from armor import logs
+from armor.tables import blocksize_table, write_csv
+
+logs.setup(snakemake.log[0])
+write_csv(blocksize_table(pd.read_csv(snakemake.input[0])), Path(snakemake.output[0]))

@@ -1,0 +1,11 @@
+"""Rule downstream_table: every run's lm-eval scores and their mean."""
+
+from pathlib import Path
+
+from armor import logs
+from armor.tables import downstream_table, write_csv
+
+logs.setup(snakemake.log[0])
+table = downstream_table(snakemake.params.runs, snakemake.input)
+write_csv(table, Path(snakemake.output[0]))
+print(table.to_string(index=False))

@@ -1,0 +1,14 @@
+"""Rule iterations_table: ARMOR's proxy loss and perplexity over iterations."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from armor import logs
+from armor.tables import iterations_table, write_csv
+
+logs.setup(snakemake.log[0])
+table = iterations_table(
+    pd.read_csv(snakemake.input.main), snakemake.params.runs, snakemake.input.traces, snakemake.input.snapshots, snakemake.params.dataset
+)
+write_csv(table, Path(snakemake.output[0]))

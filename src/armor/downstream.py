@@ -1,0 +1,168 @@
+"""Downstream accuracy with the lm-evaluation-harness: offline multiple-choice tasks and hub tasks."""
+
+import json
+import logging
+import random
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from armor.checkpoint import atomic_dir
+from armor.data import source_text
+from armor.models import package_file
+
+log = logging.getLogger(__name__)
+
+CHOICES = 4
+LOADER = Path(__file__).with_name("lm_task_loader.py")
+SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+PLAIN = re.compile(r"[A-Za-z0-9 ,;'()\-]+[.]")  # one sentence of plain prose, no leftover markup
+
+
+def _sentences(text: str, min_words: int, max_words: int) -> Iterator[list[str]]:
+    """Plain sentences of one paragraph-separated text, each as its list of sentences per paragraph."""
+    for paragraph in text.split("\n"):
+        kept = [s for s in SENTENCE.split(paragraph.strip()) if PLAIN.fullmatch(s) and min_words <= len(s.split()) <= max_words]
+        if kept:
+            yield kept
+
+
+def _choice_doc(context: str, answer: str, distractors: list[str], rng: random.Random) -> dict[str, Any]:
+    """One multiple-choice document with the answer at a random position."""
+    choices = [*distractors, answer]
+    rng.shuffle(choices)
+    return {"context": context, "choices": choices, "label": choices.index(answer)}
+
+
+def _pick_distractors(pool: list[str], answer: str, rng: random.Random) -> list[str]:
+    """CHOICES - 1 distinct entries of pool that differ from answer."""
+    picked: list[str] = []
+    while len(picked) < CHOICES - 1:
+        candidate = rng.choice(pool)
+        if candidate.lower() != answer.lower() and candidate not in picked:
+            picked.append(candidate)
+    return picked
+
+
+def analogy_docs(items: int, seed: int) -> list[dict[str, Any]]:
+    """Word analogies from gensim's questions-words.txt: 'A is to B as C is to' -> D among words of its section."""
+    sections: dict[str, list[list[str]]] = {}
+    name = ""
+    for line in package_file("gensim", "test/test_data/questions-words.txt").read_text().splitlines():
+        if line.startswith(":"):
+            name = line[1:].strip()
+        elif line.strip():
+            sections.setdefault(name, []).append(line.split())
+    rng = random.Random(seed)
+    per_section = -(-items // len(sections))
+    docs = []
+    for rows in sections.values():
+        answers = sorted({row[3] for row in rows})
+        for a, b, c, d in rng.sample(rows, min(per_section, len(rows))):
+            docs.append(_choice_doc(f"{a} is to {b} as {c} is to", d, _pick_distractors(answers, d, rng), rng))
+    rng.shuffle(docs)
+    return docs[:items]
+
+
+def _cloze_docs(source: str, items: int, seed: int) -> list[dict[str, Any]]:
+    """Last-word cloze on held-out sentences of a text source; distractors are other sentences' last words."""
+    sentences = [s for paragraph in _sentences(source_text(source, "evaluation"), 8, 24) for s in paragraph]
+    split = [s.rstrip(".").rsplit(" ", 1) for s in sentences]
+    usable = [(context, word) for context, word in split if word.isalpha() and len(word) > 2]
+    pool = list(dict.fromkeys(word for _, word in usable))
+    rng = random.Random(seed)
+    chosen = rng.sample(usable, min(items, len(usable)))
+    return [_choice_doc(context, word, _pick_distractors(pool, word, rng), rng) for context, word in chosen]
+
+
+def wiki_cloze_docs(items: int, seed: int) -> list[dict[str, Any]]:
+    """Last word of held-out Wikipedia sentences (gensim's dump)."""
+    return _cloze_docs("gensim_wiki", items, seed)
+
+
+def news_cloze_docs(items: int, seed: int) -> list[dict[str, Any]]:
+    """Last word of held-out news sentences (gensim's Lee corpus)."""
+    return _cloze_docs("gensim_news", items, seed)
+
+
+LOCAL_TASKS: dict[str, Callable[[int, int], list[dict[str, Any]]]] = {
+    "analogy": analogy_docs,
+    "wiki_cloze": wiki_cloze_docs,
+    "news_cloze": news_cloze_docs,
+}
+
+TASK_YAML = """\
+task: armor_{name}
+custom_dataset: !function loader.load
+dataset_kwargs:
+  file: {name}.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+target_delimiter: " "
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def write_local_tasks(names: list[str], out_dir: Path, items: int, seed: int) -> None:
+    """Write each local task as JSONL plus an lm-eval YAML and the loader beside them, all at once."""
+    unknown = sorted(set(names) - set(LOCAL_TASKS))
+    if unknown:
+        raise ValueError(f"unknown local task(s) {unknown}; allowed: {sorted(LOCAL_TASKS)}")
+    with atomic_dir(out_dir) as tmp:
+        shutil.copyfile(LOADER, tmp / "loader.py")
+        for name in names:
+            docs = LOCAL_TASKS[name](items, seed)
+            (tmp / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+            (tmp / f"{name}.yaml").write_text(TASK_YAML.format(name=name))
+            log.info("task %s: %d items", name, len(docs))
+
+
+def task_name(spec: dict[str, Any]) -> str:
+    """The lm-eval task name of one configured task: a hub task's own name, or armor_<local name>."""
+    return spec["task"] if "task" in spec else f"armor_{spec['local']}"
+
+
+def metric_key(spec: dict[str, Any]) -> str:
+    """The lm-eval result key of a task's metric: 'metric,filter' ('none' when no filter is given)."""
+    metric = spec["metric"]
+    return metric if "," in metric else f"{metric},none"
+
+
+def evaluate(model: Any, tokenizer: Any, tasks: dict[str, dict[str, Any]], task_dir: Path | None, batch_size: int, device: str) -> dict[str, dict[str, float]]:
+    """Score one in-memory model on every configured task: {label: {score, stderr}}."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    manager = TaskManager(include_path=str(task_dir) if task_dir else None)
+    scores = {}
+    for label, spec in tasks.items():
+        name, key = task_name(spec), metric_key(spec)
+        log.info("task %s (%s, %d-shot)", label, name, spec["num_fewshot"])
+        out = simple_evaluate(
+            model=lm, tasks=[name], num_fewshot=spec["num_fewshot"], limit=spec.get("limit"),
+            task_manager=manager, log_samples=False, bootstrap_iters=1000,
+        )
+        result = out["results"][name]
+        if key not in result:
+            raise KeyError(f"task {label}: lm-eval reported no metric {key!r}; it reported {sorted(k for k in result if ',' in k)}")
+        metric, filt = key.split(",", 1)
+        stderr = result.get(f"{metric}_stderr,{filt}")
+        scores[label] = {"score": float(result[key]), "stderr": float(stderr) if isinstance(stderr, float) else float("nan")}
+        log.info("task %s: %s = %.4f", label, key, scores[label]["score"])
+    return scores
+

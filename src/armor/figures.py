@@ -1,0 +1,78 @@
+"""The paper's figures, drawn from the workflow's CSV tables only (never from pruning outputs)."""
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from armor.render import method_label
+
+
+def _save(fig: Figure, pdf: Path, png: Path) -> None:
+    """Write a figure as PDF and PNG (through temporary names, so a failed draw leaves nothing behind)."""
+    for path in (pdf, png):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        tmp.replace(path)
+
+
+def iterations_figure(iterations: pd.DataFrame, pdf: Path, png: Path) -> None:
+    """Figure 3 left: relative proxy loss (line) and relative perplexity (markers) of ARMOR over iterations."""
+    ppl_col = next(c for c in iterations.columns if c.startswith("ppl_"))
+    fig = Figure(figsize=(9, 3.4), layout="tight")
+    ax_loss, ax_ppl = fig.subplots(1, 2, sharex=True)
+    for (model, b), run in iterations.groupby(["model", "block_size"]):
+        label = f"{model}, b={b}"
+        ax_loss.plot(run["iteration"], run["rel_proxy_loss"], label=label)
+        measured = run.dropna(subset=[ppl_col])
+        ax_ppl.plot(measured["iteration"], measured["rel_ppl"], marker="o", label=label)
+    ax_loss.set(xlabel="iteration", ylabel="proxy loss / initial proxy loss", title="Relative proxy loss")
+    ax_ppl.set(xlabel="iteration", ylabel="(ppl − dense) / (NoWag-P − dense)",
+               title=f"Relative perplexity ({ppl_col.removeprefix('ppl_')})")
+    ax_ppl.axhline(1.0, color="grey", lw=0.8, ls="--")
+    for ax in (ax_loss, ax_ppl):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("ARMOR over iterations (1 = NoWag-P start, 0 = dense)")
+    _save(fig, pdf, png)
+
+
+def blocksize_figure(blocksize: pd.DataFrame, pdf: Path, png: Path) -> None:
+    """Figure 3 right: ARMOR's relative perplexity on every evaluation set across block sizes, per model."""
+    rel_cols = [c for c in blocksize.columns if c.startswith("rel_ppl_")]
+    fig = Figure(figsize=(5, 3.4), layout="tight")
+    ax = fig.subplots()
+    for model, runs in blocksize.groupby("model"):
+        runs = runs.sort_values("block_size")
+        for col in rel_cols:
+            ax.plot(runs["block_size"], runs[col], marker="o", label=f"{model}, {col.removeprefix('rel_ppl_')}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(blocksize["block_size"].unique()), labels=[str(b) for b in sorted(blocksize["block_size"].unique())])
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="block size b of A and B", ylabel="(ppl − dense) / (NoWag-P − dense)",
+           title="ARMOR relative perplexity across block sizes")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, pdf, png)
+
+
+def pareto_figure(main: pd.DataFrame, speed: pd.DataFrame, pdf: Path, png: Path) -> None:
+    """Perplexity on the first evaluation set against decode throughput at the largest benchmarked batch, per run."""
+    ppl_col = next(c for c in main.columns if c.startswith("ppl_"))
+    batch = int(speed["batch_size"].max())
+    rows = speed[speed["batch_size"] == batch].merge(main, on=["model", "method", "block_size"])
+    fig = Figure(figsize=(5.5, 3.8), layout="tight")
+    ax = fig.subplots()
+    for model, runs in rows.groupby("model"):
+        ax.scatter(runs["decode_tokens_per_s"], runs[ppl_col], label=model)
+        for _, run in runs.iterrows():
+            ax.annotate(method_label(run["method"], int(run["block_size"])), (run["decode_tokens_per_s"], run[ppl_col]),
+                        textcoords="offset points", xytext=(4, 3), fontsize=7)
+    device = ", ".join(sorted(rows["device_name"].unique()))
+    ax.set_yscale("log")
+    ax.set(xlabel=f"decode throughput at batch {batch} (tokens/s)", ylabel=f"perplexity ({ppl_col.removeprefix('ppl_')}, log)",
+           title=f"Perplexity against speed on {device}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    _save(fig, pdf, png)

@@ -1,0 +1,129 @@
+"""Render the workflow's CSV tables as Markdown and LaTeX (booktabs) in the layout of the paper's tables."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from armor.checkpoint import atomic_write_text
+
+METHOD_NAMES = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "nowag_p": "NoWag-P", "armor": "ARMOR"}
+METHOD_ORDER = list(METHOD_NAMES)
+
+
+def method_label(method: str, block_size: int) -> str:
+    """Display name of a run: the method, with ARMOR's block size."""
+    name = METHOD_NAMES.get(method, method)
+    return f"{name} (b={block_size})" if method == "armor" else name
+
+
+def _by_method(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the paper's method order, ARMOR by block size, each labelled by method_label."""
+    order = table["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(len(METHOD_ORDER))
+    table = table.assign(_order=order).sort_values(["model", "_order", "block_size"]).drop(columns="_order")
+    return table.assign(Method=[method_label(m, int(b)) for m, b in zip(table["method"], table["block_size"], strict=True)])
+
+
+def _fmt(value: object, digits: int) -> str:
+    """A number with `digits` decimals (fewer from 100 up, '–' when missing), anything else as text."""
+    if not isinstance(value, float):
+        return str(value)
+    if pd.isna(value):
+        return "–"
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.1f}" if abs(value) >= 100 else f"{value:.{digits}f}"
+
+
+def main_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """Perplexity (lower is better): one row per method, one column per model and evaluation set."""
+    table = _by_method(table)
+    sets = [c for c in table.columns if c.startswith("ppl_")]
+    wide = table.pivot_table(index="Method", columns="model", values=sets, sort=False)
+    wide.columns = [f"{model} {col.removeprefix('ppl_')}" for col, model in wide.columns]
+    return wide.reset_index().map(lambda v: _fmt(v, 2))
+
+
+def downstream_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy in % (higher is better): one row per model and method, one column per task and the mean."""
+    table = _by_method(table)
+    tasks = [c for c in table.columns if c not in ("model", "method", "block_size", "Method")]
+    shown = table[["model", "Method", *tasks]].rename(columns={"model": "Model", "mean": "Mean"})
+    return shown.map(lambda v: _fmt(100 * v, 2) if isinstance(v, float) else str(v))
+
+
+def blocksize_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """ARMOR by block size: wrapper overhead in %, perplexity and perplexity relative to NoWag-P and dense."""
+    shown = table.rename(columns={"model": "Model", "block_size": "b", "proxy_loss": "proxy loss"})
+    shown["overhead"] = [f"{100 * v:.2f}" for v in table["overhead"]]
+    shown = shown.rename(columns={"overhead": "overhead (%)"})
+    shown.columns = [c.replace("rel_ppl_", "rel. ppl ").replace("ppl_", "ppl ") for c in shown.columns]
+    return shown.map(lambda v: _fmt(v, 3))
+
+
+def iterations_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """ARMOR over iterations: proxy loss relative to the start, and (relative) perplexity where measured."""
+    measured = table.dropna(subset=[next(c for c in table.columns if c.startswith("ppl_"))])
+    shown = measured.rename(columns={"model": "Model", "block_size": "b", "iteration": "iteration", "proxy_loss": "proxy loss",
+                                     "rel_proxy_loss": "rel. proxy loss", "rel_ppl": "rel. ppl"})
+    shown.columns = [c.replace("ppl_", "ppl ") for c in shown.columns]
+    return shown.map(lambda v: _fmt(v, 4))
+
+
+def speed_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """Throughput (tokens/s) per method and batch size, peak memory and packed size on disk."""
+    table = _by_method(table)
+    shown = pd.DataFrame(
+        {
+            "Model": table["model"], "Method": table["Method"], "batch": table["batch_size"],
+            "prefill tok/s": table["prefill_tokens_per_s"].map(lambda v: f"{v:.0f}"),
+            "decode tok/s": table["decode_tokens_per_s"].map(lambda v: f"{v:.1f}"),
+            "peak MB": table["peak_memory_mb"].map(lambda v: f"{v:.0f}"),
+            "disk MB": (table["bytes_on_disk"] / 2**20).map(lambda v: f"{v:.1f}"),
+            "device": table["device_name"],
+        }
+    )
+    return shown.astype(str)
+
+
+LAYOUTS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    "main": main_layout,
+    "downstream": downstream_layout,
+    "blocksize": blocksize_layout,
+    "iterations": iterations_layout,
+    "speed": speed_layout,
+}
+
+
+def to_markdown(shown: pd.DataFrame) -> str:
+    """A GitHub Markdown table of string cells."""
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "|".join("---" for _ in shown.columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in shown.astype(str).itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def to_latex(shown: pd.DataFrame, caption: str) -> str:
+    """A booktabs LaTeX table of string cells, first column left-aligned and the rest right-aligned."""
+    spec = "l" * 2 + "r" * (len(shown.columns) - 2) if shown.columns[0] == "Model" else "l" + "r" * (len(shown.columns) - 1)
+    body = [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in shown.astype(str).itertuples(index=False)]
+    return "\n".join(
+        [
+            r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(caption)}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+            " & ".join(_latex_escape(c) for c in shown.columns) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
+            r"\end{table}", "",
+        ]
+    )
+
+
+def render(name: str, csv: Path, markdown: Path, latex: Path) -> pd.DataFrame:
+    """Render one table CSV in its paper layout to Markdown and LaTeX files; returns the displayed frame."""
+    layout = LAYOUTS[name]
+    shown = layout(pd.read_csv(csv))
+    caption = (layout.__doc__ or name).strip()
+    atomic_write_text(markdown, f"{caption}\n\n{to_markdown(shown)}")
+    atomic_write_text(latex, to_latex(shown, caption))
+    return shown

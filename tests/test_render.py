@@ -1,0 +1,73 @@
+"""Tables rendered in the paper's layouts, and figures drawn from CSVs alone."""
+
+import pandas as pd
+import pytest
+
+from armor.figures import blocksize_figure, iterations_figure, pareto_figure
+from armor.render import render, to_latex, to_markdown
+from armor.tables import blocksize_table, iterations_table, relative_ppl
+
+MAIN = pd.DataFrame(
+    {
+        "model": ["m"] * 4, "method": ["armor", "dense", "nowag_p", "armor"], "block_size": [64, 0, 0, 16],
+        "ppl_wiki": [30.0, 10.0, 50.0, 40.0], "proxy_loss": [0.05, 0.0, 0.07, 0.06], "zero_fraction": [0.5, 0.0, 0.5, 0.5],
+        "overhead": [0.18, 0.0, 0.0, 0.05], "prune_seconds": [1.0, 0.0, 1.0, 1.0], "calibration_mode": ["independent"] * 4,
+    }
+)
+
+
+def test_relative_perplexity_is_one_at_nowag_and_zero_at_dense():
+    assert relative_ppl(50.0, 10.0, 50.0) == 1.0 and relative_ppl(10.0, 10.0, 50.0) == 0.0
+
+
+def test_blocksize_table_orders_block_sizes():
+    table = blocksize_table(MAIN)
+    assert table["block_size"].tolist() == [16, 64]
+    assert table["rel_ppl_wiki"].tolist() == pytest.approx([0.75, 0.5])
+
+
+def test_iterations_table_fills_layers_that_stopped_early(tmp_path):
+    trace = pd.DataFrame({"layer": ["a", "a", "a", "b", "b"], "iteration": [0, 10, 20, 0, 10], "proxy_loss": [4.0, 3.0, 2.0, 4.0, 1.0]})
+    trace.to_csv(tmp_path / "trace.csv", index=False)
+    (tmp_path / "snapshots.json").write_text('{"10": 35.0}')
+    table = iterations_table(MAIN, [{"model": "m", "method": "armor", "block_size": 64}], [tmp_path / "trace.csv"], [tmp_path / "snapshots.json"], "wiki")
+    assert table["proxy_loss"].tolist() == [8.0, 4.0, 3.0]  # b stopped at 10 and keeps 1.0
+    assert table["rel_proxy_loss"].tolist() == [1.0, 0.5, 0.375]
+    assert table["ppl_wiki"].tolist() == [50.0, 35.0, 30.0]
+    assert table["rel_ppl"].tolist() == pytest.approx([1.0, 0.625, 0.5])
+
+
+def test_main_table_renders_in_paper_layout(tmp_path):
+    MAIN.to_csv(tmp_path / "main.csv", index=False)
+    shown = render("main", tmp_path / "main.csv", tmp_path / "main.md", tmp_path / "main.tex")
+    assert shown["Method"].tolist() == ["Dense", "NoWag-P", "ARMOR (b=16)", "ARMOR (b=64)"]
+    assert shown["m wiki"].tolist() == ["10.00", "50.00", "40.00", "30.00"]
+    markdown = (tmp_path / "main.md").read_text()
+    assert "| Method | m wiki |" in markdown and "| ARMOR (b=64) | 30.00 |" in markdown
+    latex = (tmp_path / "main.tex").read_text()
+    assert r"\begin{tabular}{lr}" in latex and r"ARMOR (b=64) & 30.00 \\" in latex
+
+
+def test_latex_escapes_and_uses_booktabs():
+    shown = pd.DataFrame({"Model": ["a_b"], "Method": ["x"], "overhead (%)": ["4.6"]})
+    latex = to_latex(shown, "50% of it")
+    assert r"a\_b & x & 4.6" in latex and r"overhead (\%)" in latex and r"\caption{50\% of it}" in latex
+    assert latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
+    assert to_markdown(shown).splitlines()[1] == "|---|---|---|"
+
+
+def test_figures_are_drawn_from_tables(tmp_path):
+    iterations = pd.DataFrame(
+        {"model": ["m"] * 3, "block_size": [64] * 3, "iteration": [0, 10, 20], "proxy_loss": [8.0, 4.0, 3.0],
+         "rel_proxy_loss": [1.0, 0.5, 0.375], "ppl_wiki": [50.0, None, 30.0], "rel_ppl": [1.0, None, 0.5]}
+    )
+    speed = pd.DataFrame(
+        {"model": ["m"] * 4, "method": ["armor", "dense", "nowag_p", "armor"], "block_size": [64, 0, 0, 16], "batch_size": [8] * 4,
+         "decode_tokens_per_s": [90.0, 100.0, 100.0, 95.0], "device_name": ["cpu"] * 4}
+    )
+    iterations_figure(iterations, tmp_path / "it.pdf", tmp_path / "it.png")
+    blocksize_figure(blocksize_table(MAIN), tmp_path / "bs.pdf", tmp_path / "bs.png")
+    pareto_figure(MAIN, speed, tmp_path / "p.pdf", tmp_path / "p.png")
+    for name in ["it", "bs", "p"]:
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000 and (tmp_path / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files left
