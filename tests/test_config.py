@@ -79,12 +79,14 @@ def test_paper_dag_builds_offline():
 
 def test_slurm_profile_builds_paper_dag_with_gpu_requests():
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "results/tables/main.csv", "--profile", "profiles/slurm", "-n"],
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n"],
         capture_output=True, text=True, cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = result.stdout.split("\n\n")
     prune = next(j for j in jobs if "rule prune:" in j)
     fetch = next(j for j in jobs if "rule fetch_model:" in j)
-    assert "gpu=1" in prune and "slurm_partition=gpu" in prune and "runtime=1440" in prune
+    lm_eval = next(j for j in jobs if "rule lm_eval:" in j)
+    assert "gpu=1" in prune and "gpu_model=a100" in prune and "slurm_partition=gpu" in prune and "runtime=1440" in prune
+    assert "gpu=1" in lm_eval and "cpus_per_task=8" in lm_eval
     assert "gpu=" not in fetch and "slurm_partition=cpu" in fetch

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("independent", "sequential")
 FAULT_ENV = "ARMOR_FAULT_AFTER_BLOCKS"  # testing aid: SIGKILL this process after N newly pruned blocks
+DELAY_ENV = "ARMOR_DELAY_PER_BLOCK"  # testing aid: sleep this many seconds after each newly pruned block (time-limit tests)
 
 
 @dataclass
@@ -123,6 +124,7 @@ def prune_model(
         raise ValueError(f"method {method.name!r} does not prune")
     options = dict(options or {})
     fault_after = int(os.environ.get(FAULT_ENV, "0"))
+    delay = float(os.environ.get(DELAY_ENV, "0"))
     report = PruneReport()
     saved_tensors: dict[str, Tensor] = {}
 
@@ -174,6 +176,9 @@ def prune_model(
         mean_loss = sum(r[1] for r in meta["records"]) / max(len(meta["records"]), 1)
         status = "resumed from checkpoint" if saved is not None else f"pruned in {block_seconds:.1f}s"
         log.info("block %d/%d %s; mean proxy loss %.4f", index + 1, len(layers), status, mean_loss)
+        if delay and saved is None:
+            log.warning("%s=%g: sleeping after block %d", DELAY_ENV, delay, index)
+            time.sleep(delay)
         if fault_after and newly_pruned >= fault_after:
             log.warning("%s=%d: killing this process after block %d", FAULT_ENV, fault_after, index)
             os.kill(os.getpid(), signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from armor.checkpoint import atomic_dir
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+HUB_TIMEOUT_S = 20
 
 
 class ModelFetchError(RuntimeError):
@@ -42,8 +46,31 @@ def _gguf(spec: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBas
     return plain, tokenizer
 
 
+def _check_hub(name: str, revision: str | None) -> None:
+    """Fail within seconds, naming the cause, when the hub is unreachable or has no such model (skipped offline)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        model_info(name, revision=revision, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError as err:
+        raise ModelFetchError(f"{name!r} is gated on the Hugging Face hub: accept its licence and set HF_TOKEN") from err
+    except RepositoryNotFoundError as err:
+        raise ModelFetchError(f"no model {name!r} on the Hugging Face hub (check models.<name>.id; private models need HF_TOKEN)") from err
+    except RevisionNotFoundError as err:
+        raise ModelFetchError(f"model {name!r} has no revision {revision!r} on the Hugging Face hub") from err
+    except Exception as err:  # the HTTP client's connection and timeout errors
+        raise ModelFetchError(
+            f"cannot reach the Hugging Face hub to fetch {name!r} ({err.__class__.__name__}: {err}). Without network, use a "
+            "local source (source: gguf), or fill the Hugging Face cache elsewhere and set HF_HUB_OFFLINE=1"
+        ) from err
+
+
 def _hub(spec: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     name, revision = spec["id"], spec.get("revision")
+    _check_hub(name, revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=DTYPES[spec["dtype"]])
