@@ -40,6 +40,12 @@ def test_defaults_are_filled():
         (lambda c: c["models"]["m"].pop("id"), "config key 'models.m': 'id' is a required property"),
         (lambda c: c["models"]["m"].update(seqlen="long"), "config key 'models.m.seqlen': 'long' is not of type 'integer'"),
         (lambda c: c.update(devices="cpu"), "config key '<top level>': unknown key(s) devices"),
+        (lambda c: c.update(downstream={"tasks": {"t": {"local": "trivia", "metric": "acc"}}}),
+         "config key 'downstream.tasks.t.local': 'trivia' is not allowed; allowed values: analogy, wiki_cloze, news_cloze"),
+        (lambda c: c.update(downstream={"tasks": {"t": {"local": "analogy", "task": "arc_easy", "metric": "acc"}}}),
+         "config key 'downstream.tasks.t': set exactly one of task, local"),
+        (lambda c: c["evaluation"].update(snapshot_dataset="c5"),
+         "evaluation.snapshot_dataset: 'c5' is not one of the evaluation datasets ['wikitext2']"),
     ],
 )
 def test_bad_config_names_key_and_allowed(edit, message):

@@ -28,6 +28,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(schema.get('properties', {}))}"
     if error.validator == "required":
         return f"{where}: {error.message}"
+    if error.validator == "oneOf":
+        choices = [" ".join(alt.get("required", [])) for alt in error.validator_value]
+        return f"{where}: set exactly one of {', '.join(choices)}"
     if error.validator == "pattern" and error.validator_value and isinstance(error.instance, str):
         return f"{where}: name {error.instance!r} must match {schema['pattern']}"
     return f"{where}: {error.message}"
