@@ -62,7 +62,7 @@ def blocksize_layout(table: pd.DataFrame) -> pd.DataFrame:
 def iterations_layout(table: pd.DataFrame) -> pd.DataFrame:
     """ARMOR over iterations: proxy loss relative to the start, and (relative) perplexity where measured."""
     measured = table.dropna(subset=[next(c for c in table.columns if c.startswith("ppl_"))])
-    shown = measured.rename(columns={"model": "Model", "block_size": "b", "iteration": "iteration", "proxy_loss": "proxy loss",
+    shown = measured.rename(columns={"model": "Model", "block_size": "b", "proxy_loss": "proxy loss",
                                      "rel_proxy_loss": "rel. proxy loss", "rel_ppl": "rel. ppl"})
     shown.columns = [c.replace("ppl_", "ppl ") for c in shown.columns]
     return shown.map(lambda v: _fmt(v, 4))
