@@ -66,9 +66,9 @@ def pareto_figure(main: pd.DataFrame, speed: pd.DataFrame, pdf: Path, png: Path)
     ax = fig.subplots()
     for model, runs in rows.groupby("model"):
         ax.scatter(runs["decode_tokens_per_s"], runs[ppl_col], label=model)
-        for _, run in runs.iterrows():
+        for i, (_, run) in enumerate(runs.sort_values("decode_tokens_per_s").iterrows()):  # alternate sides: close points
             ax.annotate(method_label(run["method"], int(run["block_size"])), (run["decode_tokens_per_s"], run[ppl_col]),
-                        textcoords="offset points", xytext=(4, 3), fontsize=7)
+                        textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=7)
     device = ", ".join(sorted(rows["device_name"].unique()))
     ax.set_yscale("log")
     ax.set(xlabel=f"decode throughput at batch {batch} (tokens/s)", ylabel=f"perplexity ({ppl_col.removeprefix('ppl_')}, log)",
