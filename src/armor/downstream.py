@@ -21,12 +21,12 @@ SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 PLAIN = re.compile(r"[A-Za-z0-9 ,;'()\-]+[.]")  # one sentence of plain prose, no leftover markup
 
 
-def _sentences(text: str, min_words: int, max_words: int) -> Iterator[list[str]]:
-    """Plain sentences of one paragraph-separated text, each as its list of sentences per paragraph."""
+def _sentences(text: str, min_words: int, max_words: int) -> Iterator[str]:
+    """The plain-prose sentences of min_words to max_words words in a newline-separated text."""
     for paragraph in text.split("\n"):
-        kept = [s for s in SENTENCE.split(paragraph.strip()) if PLAIN.fullmatch(s) and min_words <= len(s.split()) <= max_words]
-        if kept:
-            yield kept
+        for sentence in SENTENCE.split(paragraph.strip()):
+            if PLAIN.fullmatch(sentence) and min_words <= len(sentence.split()) <= max_words:
+                yield sentence
 
 
 def _choice_doc(context: str, answer: str, distractors: list[str], rng: random.Random) -> dict[str, Any]:
@@ -68,8 +68,7 @@ def analogy_docs(items: int, seed: int) -> list[dict[str, Any]]:
 
 def _cloze_docs(source: str, items: int, seed: int) -> list[dict[str, Any]]:
     """Last-word cloze on held-out sentences of a text source; distractors are other sentences' last words."""
-    sentences = [s for paragraph in _sentences(source_text(source, "evaluation"), 8, 24) for s in paragraph]
-    split = [s.rstrip(".").rsplit(" ", 1) for s in sentences]
+    split = [s.rstrip(".").rsplit(" ", 1) for s in _sentences(source_text(source, "evaluation"), 8, 24)]
     usable = [(context, word) for context, word in split if word.isalpha() and len(word) > 2]
     pool = list(dict.fromkeys(word for _, word in usable))
     rng = random.Random(seed)
@@ -165,4 +164,3 @@ def evaluate(model: Any, tokenizer: Any, tasks: dict[str, dict[str, Any]], task_
         scores[label] = {"score": float(result[key]), "stderr": float(stderr) if isinstance(stderr, float) else float("nan")}
         log.info("task %s: %s = %.4f", label, key, scores[label]["score"])
     return scores
-

@@ -115,24 +115,28 @@ def prune_run(
     return summary
 
 
-def load_pruned_weights(pruned: Path, snapshot: int | None = None) -> dict[str, Tensor]:
-    """The reconstructed weights of a pruned run by parameter name; with snapshot=k, ARMOR's weights at iteration k.
+def pruned_weights(tensors: dict[str, Tensor], snapshot: int | None = None) -> dict[str, Tensor]:
+    """The reconstructed weights in a run's loaded tensors by parameter name; with snapshot=k, ARMOR's at iteration k.
 
     A layer whose optimisation stopped early has no snapshot past its last iteration: its final weight stands in.
     """
-    tensors, _ = load_tensors(pruned)
     weights = {k: v for k, v in tensors.items() if k.endswith(".weight")}
     if snapshot is None:
         return weights
     if not any(k.endswith(f".snapshot_{snapshot}") for k in tensors):
-        raise KeyError(f"{pruned} holds no snapshot at iteration {snapshot}; set armor.snapshots in the config and prune again")
+        raise KeyError(f"the run holds no snapshot at iteration {snapshot}; set armor.snapshots in the config and prune again")
     return {k: tensors.get(f"{k.removesuffix('.weight')}.snapshot_{snapshot}", v) for k, v in weights.items()}
 
 
-def pruned_model(model_dir: Path, dtype: str, pruned: Path, device: str, snapshot: int | None = None) -> tuple[Any, Any, torch.device]:
-    """The fetched model with a run's pruned weights (or one ARMOR snapshot) applied, on the resolved device."""
+def load_pruned_weights(pruned: Path) -> dict[str, Tensor]:
+    """The reconstructed weights of a pruned run, by full parameter name."""
+    return pruned_weights(load_tensors(pruned)[0])
+
+
+def pruned_model(model_dir: Path, dtype: str, tensors: dict[str, Tensor], device: str) -> tuple[Any, Any, torch.device]:
+    """The fetched model with a run's pruned weights applied, on the resolved device."""
     model, tokenizer = load_model(model_dir, dtype)
-    apply_weights(model, load_pruned_weights(pruned, snapshot))
+    apply_weights(model, pruned_weights(tensors))
     dev = resolve_device(device)
     return model.to(dev), tokenizer, dev
 
@@ -141,7 +145,7 @@ def evaluate_run(
     model_dir: Path, dtype: str, pruned: Path, windows: dict[str, Path], out: Path, device: str = "auto", batch_size: int = 1
 ) -> dict[str, float]:
     """Perplexity of the pruned model on each evaluation set, written to out as JSON."""
-    model, _, dev = pruned_model(model_dir, dtype, pruned, device)
+    model, _, dev = pruned_model(model_dir, dtype, load_tensors(pruned)[0], device)
     result = {}
     for name, path in windows.items():
         result[name] = perplexity(model, load_windows(path), batch_size=batch_size, device=dev)
@@ -154,10 +158,13 @@ def evaluate_snapshots(
     model_dir: Path, dtype: str, pruned: Path, windows: Path, iterations: list[int], out: Path, device: str = "auto", batch_size: int = 1
 ) -> dict[int, float]:
     """Perplexity of an ARMOR run's snapshot at each iteration on one evaluation set, written to out as JSON."""
+    tensors, _ = load_tensors(pruned)
+    model, _, dev = pruned_model(model_dir, dtype, tensors, device)
+    tokens = load_windows(windows)
     result = {}
     for it in iterations:
-        model, _, dev = pruned_model(model_dir, dtype, pruned, device, snapshot=it)
-        result[it] = perplexity(model, load_windows(windows), batch_size=batch_size, device=dev)
+        apply_weights(model, pruned_weights(tensors, it))
+        result[it] = perplexity(model, tokens, batch_size=batch_size, device=dev)
         log.info("iteration %d perplexity: %.3f", it, result[it])
     atomic_write_json(out, result)
     return result
@@ -168,7 +175,7 @@ def evaluate_downstream(
     device: str = "auto", batch_size: int = 8,
 ) -> dict[str, dict[str, float]]:
     """lm-eval scores of the pruned model on every configured task, written to out as JSON."""
-    model, tokenizer, dev = pruned_model(model_dir, dtype, pruned, device)
+    model, tokenizer, dev = pruned_model(model_dir, dtype, load_tensors(pruned)[0], device)
     scores = downstream.evaluate(model, tokenizer, tasks, task_dir, batch_size, str(dev))
     atomic_write_json(out, scores)
     return scores
