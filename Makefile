@@ -23,7 +23,7 @@ speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer
 	$(SNAKEMAKE) results/tables/speed.csv results/tables/layer_speed.csv --configfile config/demo.yaml
 
 bench-armor: $(STAMP)  ## ms per ARMOR iteration (CPU, and GPU when present) -> results/benchmarks/armor_iteration.csv
-	$(BIN)/python -m armor.bench_iteration
+	$(BIN)/python -m armor.bench.iteration
 
 test: $(STAMP)  ## the CI test set (everything not marked slow)
 	$(BIN)/pytest -m "not slow"

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from armor import logs
-from armor.packed import pack
+from armor.inference.packed import pack
 
 logs.setup(snakemake.log[0])
 pack(Path(snakemake.input.model), snakemake.params.dtype, Path(snakemake.input.pruned), Path(snakemake.output[0]))

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from armor import logs
-from armor.data import calibration_windows, save_windows
-from armor.models import load_tokenizer
+from armor.pipeline.data import calibration_windows, save_windows
+from armor.pipeline.models import load_tokenizer
 
 logs.setup(snakemake.log[0])
 p = snakemake.params

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from armor import logs
-from armor.tables import downstream_table, write_csv
+from armor.reporting.tables import downstream_table, write_csv
 
 logs.setup(snakemake.log[0])
 table = downstream_table(snakemake.params.runs, snakemake.input)

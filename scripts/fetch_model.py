@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from armor import logs
-from armor.models import fetch_model
+from armor.pipeline.models import fetch_model
 
 logs.setup(snakemake.log[0])
 fetch_model(snakemake.params.spec, Path(snakemake.output[0]))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from armor import logs
-from armor.tables import iterations_table, write_csv
+from armor.reporting.tables import iterations_table, write_csv
 
 logs.setup(snakemake.log[0])
 table = iterations_table(

@@ -6,10 +6,10 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.models import DTYPES
-from armor.runs import resolve_device
-from armor.speed import LAYER_SHAPES, layer_speed
-from armor.tables import write_csv
+from armor.pipeline.models import DTYPES
+from armor.pipeline.runs import resolve_device
+from armor.inference.speed import LAYER_SHAPES, layer_speed
+from armor.reporting.tables import write_csv
 
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

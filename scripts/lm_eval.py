@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from armor import logs
-from armor.runs import evaluate_downstream
+from armor.pipeline.runs import evaluate_downstream
 
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from armor import logs
-from armor.downstream import write_local_tasks
+from armor.evaluation.downstream import write_local_tasks
 
 logs.setup(snakemake.log[0])
 write_local_tasks(snakemake.params.names, Path(snakemake.output[0]), snakemake.params.per_task, snakemake.params.seed)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from armor import logs
-from armor.tables import main_table, write_csv
+from armor.reporting.tables import main_table, write_csv
 
 logs.setup(snakemake.log[0])
 table = main_table(snakemake.params.runs, snakemake.input.summaries, snakemake.input.perplexities)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from armor import logs
-from armor.render import render
+from armor.reporting.render import render
 
 logs.setup(snakemake.log[0])
 shown = render(snakemake.wildcards.table, Path(snakemake.input[0]), Path(snakemake.output.markdown), Path(snakemake.output.latex))

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from armor.config import validate
-from armor.models import fetch_model
+from armor.pipeline.models import fetch_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"

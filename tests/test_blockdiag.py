@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from armor import blockdiag as bd
+from armor.optimizer import blockdiag as bd
 
 
 def _random_blocks(lay: bd.Layout) -> torch.Tensor:

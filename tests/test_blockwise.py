@@ -5,12 +5,12 @@ import sys
 import pytest
 import torch
 
-from armor.blockwise import FAULT_ENV, prune_model
-from armor.checkpoint import load_tensors
-from armor.data import calibration_windows, load_windows, save_windows
+from armor.pipeline.blockwise import FAULT_ENV, prune_model
+from armor.pipeline.checkpoint import load_tensors
+from armor.pipeline.data import calibration_windows, load_windows, save_windows
 from armor.methods import get_method
-from armor.models import load_model, load_tokenizer
-from armor.runs import prune_run
+from armor.pipeline.models import load_model, load_tokenizer
+from armor.pipeline.runs import prune_run
 from armor.sparsity import is_24
 
 
@@ -50,7 +50,7 @@ def test_sequential_mode_sees_pruned_outputs(tiny_model_dir, calibration, tmp_pa
 def test_killed_run_resumes_to_identical_weights(tiny_model_dir, calibration, tmp_path, mode):
     def run(out: str, env: dict | None = None) -> subprocess.CompletedProcess:
         code = (
-            "import sys; from pathlib import Path; from armor.runs import prune_run; "
+            "import sys; from pathlib import Path; from armor.pipeline.runs import prune_run; "
             f"prune_run(Path({str(tiny_model_dir)!r}), 'float32', Path({str(calibration)!r}), 'sparsegpt', {{}}, "
             f"{mode!r}, Path({str(tmp_path / out / 'ckpt')!r}), Path({str(tmp_path / out)!r}), device='cpu', batch_size=4)"
         )

@@ -1,6 +1,6 @@
 import torch
 
-from armor.checkpoint import load_if_valid, load_tensors, save_tensors
+from armor.pipeline.checkpoint import load_if_valid, load_tensors, save_tensors
 
 
 def test_round_trip_with_metadata(tmp_path):

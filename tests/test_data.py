@@ -1,7 +1,7 @@
 import torch
 
-from armor.data import SOURCES, calibration_windows, evaluation_windows, source_text
-from armor.models import load_tokenizer
+from armor.pipeline.data import SOURCES, calibration_windows, evaluation_windows, source_text
+from armor.pipeline.models import load_tokenizer
 
 
 def test_offline_sources_split_by_article_without_overlap():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from armor.downstream import CHOICES, LOCAL_TASKS, metric_key, task_name, write_local_tasks
+from armor.evaluation.downstream import CHOICES, LOCAL_TASKS, metric_key, task_name, write_local_tasks
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from armor.blockwise import DELAY_ENV, prune_model
-from armor.checkpoint import load_tensors
-from armor.data import calibration_windows, load_windows, save_windows
+from armor.pipeline.blockwise import DELAY_ENV, prune_model
+from armor.pipeline.checkpoint import load_tensors
+from armor.pipeline.data import calibration_windows, load_windows, save_windows
 from armor.methods import get_method
-from armor.models import ModelFetchError, fetch_model, load_model, load_tokenizer
-from armor.stats import NonFiniteStatsError
+from armor.pipeline.models import ModelFetchError, fetch_model, load_model, load_tokenizer
+from armor.pipeline.stats import NonFiniteStatsError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"

@@ -1,11 +1,17 @@
 import pytest
 import torch
 
-from armor import magnitude, nowag, sparsegpt, wanda
+import armor
+
+from armor.methods import magnitude
+from armor.methods import nowag
+from armor.methods import sparsegpt
+from armor.methods import wanda
 from armor.methods import METHODS, get_method
+from armor.methods.armor import prune_block
 from armor.normalize import normalize
 from armor.sparsity import is_24
-from armor.stats import LayerStats
+from armor.methods.base import LayerStats
 
 
 def _layer(d_out: int = 32, d_in: int = 64, tokens: int = 512, seed: int = 0):
@@ -50,10 +56,38 @@ def test_sparsegpt_update_beats_its_own_mask_without_update():
 
 def test_sparsegpt_beats_wanda_on_output_error():
     w, x, stats = _layer()
-    err = {m.__name__: ((w - m.prune(w, stats)) @ x.T).square().sum() for m in (sparsegpt, wanda)}
-    assert err["armor.sparsegpt"] < err["armor.wanda"]
+    err = {name: ((w - m.prune(w, stats)) @ x.T).square().sum() for name, m in (("sparsegpt", sparsegpt), ("wanda", wanda))}
+    assert err["sparsegpt"] < err["wanda"]
 
 
 def test_unknown_method_lists_known_ones():
     with pytest.raises(KeyError, match="known: " + ", ".join(METHODS)):
         get_method("obc")
+
+
+def test_armor_prunes_a_block_batched_by_shape_and_reproducibly():
+    g = torch.Generator().manual_seed(0)
+    weights = {"q": torch.randn(16, 32, generator=g), "k": torch.randn(8, 32, generator=g), "o": torch.randn(16, 32, generator=g)}
+    stats = {n: LayerStats(h=torch.rand(32, generator=g), n=10) for n in weights}
+    options = {"block_size": 8, "iterations": 20, "trace_every": 10, "seed": 3}
+    out = prune_block(weights, stats, options)
+    assert out.keys() == weights.keys()
+    assert out["q"].trace_iterations.tolist() == [0, 10, 20] and out["q"].info["iterations"] == 20
+    again = prune_block(weights, stats, options)
+    assert all(torch.equal(out[n].weight, again[n].weight) for n in weights)  # seeded: reproducible
+
+
+def test_prune_layer_api_for_armor_and_baselines():
+    w, x, stats = _layer()
+    result = armor.prune_layer(w, stats.h, "armor", block_size=16, iterations=30, lr=1e-3, solver="adam", seed=0)
+    assert result.weight.shape == w.shape and is_24(result.core)
+    assert result.A.shape == (2, 16, 16) and result.B.shape == (4, 16, 16) and result.trace[-1] < result.trace[0]
+    assert torch.equal(armor.prune_layer(w, stats.h, "wanda").weight, wanda.prune(w, stats))
+    assert torch.equal(armor.prune_layer(w, stats.h, "sparsegpt", hessian=stats.hessian).weight, sparsegpt.prune(w, stats))
+    assert armor.prune_layer(w.half(), stats.h, "nowag_p").weight.dtype == torch.float16
+    with pytest.raises(ValueError, match="needs hessian"):
+        armor.prune_layer(w, stats.h, "sparsegpt")
+    with pytest.raises(ValueError, match="takes no options"):
+        armor.prune_layer(w, stats.h, "wanda", block_size=16)
+    with pytest.raises(ValueError, match=r"expected weight \(d_out, d_in\) and h \(d_in,\)"):
+        armor.prune_layer(w, stats.h[:-1], "wanda")

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from armor import blockdiag as bd
-from armor.armor_linear import ArmorLinear
-from armor.data import calibration_windows, evaluation_windows, save_windows
-from armor.models import apply_weights, load_model, load_tokenizer
-from armor.packed import compress_24, decompress_24, load_pruned, pack, packed_bytes
-from armor.perplexity import perplexity
-from armor.runs import load_pruned_weights, prune_run
+from armor.optimizer import blockdiag as bd
+from armor.inference.armor_linear import ArmorLinear
+from armor.pipeline.data import calibration_windows, evaluation_windows, save_windows
+from armor.pipeline.models import apply_weights, load_model, load_tokenizer
+from armor.inference.packed import compress_24, decompress_24, load_pruned, pack, packed_bytes
+from armor.evaluation.perplexity import perplexity
+from armor.pipeline.runs import load_pruned_weights, prune_run
 from armor.sparsity import mask_24
 
 

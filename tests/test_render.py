@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from armor.figures import blocksize_figure, iterations_figure, pareto_figure
-from armor.render import render, to_latex, to_markdown
-from armor.tables import blocksize_table, iterations_table, relative_ppl
+from armor.reporting.figures import blocksize_figure, iterations_figure, pareto_figure
+from armor.reporting.render import render, to_latex, to_markdown
+from armor.reporting.tables import blocksize_table, iterations_table, relative_ppl
 
 MAIN = pd.DataFrame(
     {

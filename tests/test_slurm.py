@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from armor.blockwise import DELAY_ENV
+from armor.pipeline.blockwise import DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK_DELAY_S = 40  # 3 blocks -> about 2 minutes of pruning against a first-attempt limit of 1 minute

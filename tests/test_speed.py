@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from armor.speed import timed
+from armor.inference.speed import timed
 
 
 def test_setup_runs_before_every_call_and_is_not_timed():

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from armor.blockwise import FAULT_ENV
-from armor.checkpoint import load_tensors
+from armor.pipeline.blockwise import FAULT_ENV
+from armor.pipeline.checkpoint import load_tensors
 from armor.sparsity import is_24
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_armor_tables_relate_to_nowag_and_dense(workflow_dir):
     assert (iterations["rel_proxy_loss"].diff().dropna() <= 0).all() and iterations["rel_proxy_loss"].iloc[0] == 1.0
     blocksize = pd.read_csv(workflow_dir / "results/tables/blocksize.csv")
     dense, start = main.loc["dense", "ppl_news"], main.loc["nowag_p", "ppl_news"]
-    assert blocksize["rel_ppl_news"].iloc[0] == pytest.approx((main.loc["armor", "ppl_news"] - dense) / (start - dense))
+    assert blocksize["rel_ppl_news"].iloc[0] == pytest.approx((main.loc["armor", "ppl_news"] - dense) / (start - dense), rel=1e-5)  # CSVs keep 6 digits
 
 
 def test_tables_are_rendered_and_figures_drawn(workflow_dir):

@@ -59,13 +59,13 @@ def grid(x: Tensor, rows: Layout, cols: Layout) -> Tensor:
 
 
 def left(a: Tensor, x: Tensor) -> Tensor:
-    """A · X for block-diagonal A (L, n_out, b, b) and X in grid form (L, n_out, b, n_in, b)."""
-    return torch.einsum("lpij,lpjqk->lpiqk", a, x)
+    """A · X for block-diagonal A (L, n_out, b, b) and X in grid form (L, n_out, b, n_in, b); contiguous."""
+    return torch.einsum("lpij,lpjqk->lpiqk", a, x).contiguous()
 
 
 def right(x: Tensor, b: Tensor) -> Tensor:
-    """X · B for X in grid form (L, n_out, b, n_in, b) and block-diagonal B (L, n_in, b, b)."""
-    return torch.einsum("lpiqk,lqkj->lpiqj", x, b)
+    """X · B for X in grid form (L, n_out, b, n_in, b) and block-diagonal B (L, n_in, b, b); contiguous."""
+    return torch.einsum("lpiqk,lqkj->lpiqj", x, b).contiguous()
 
 
 def dense(blocks: Tensor, lay: Layout) -> Tensor:

@@ -2,7 +2,7 @@
 
 A whole block's time, times the model's blocks and 20,000 iterations, projects a full run.
 
-Run `python -m armor.bench_iteration [--out CSV]`; prints a table and writes one CSV row per case.
+Run `python -m armor.bench.iteration [--out CSV]`; prints a table and writes one CSV row per case.
 """
 
 import argparse
@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.bcd import Options, Problem
-from armor.cpu import keep_freed_memory
-from armor.speed import environment, synchronize
-from armor.tables import write_csv
+from armor.optimizer.bcd import Options, Problem
+from armor.pipeline.cpu import keep_freed_memory
+from armor.inference.speed import environment, synchronize
+from armor.reporting.tables import write_csv
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from armor.checkpoint import atomic_dir
-from armor.data import source_text
-from armor.models import package_file
+from armor.pipeline.checkpoint import atomic_dir
+from armor.pipeline.data import source_text
+from armor.pipeline.models import package_file
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from armor.checkpoint import atomic_write_text
+from armor.pipeline.checkpoint import atomic_write_text
 
 MAIN_COLUMNS = ["model", "method", "block_size"]
 SUMMARY_COLUMNS = ["proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from armor.normalize import normalize
 from armor.sparsity import mask_24
-from armor.stats import LayerStats
+from armor.methods.base import LayerStats
 
 
 class NoWagStart(NamedTuple):

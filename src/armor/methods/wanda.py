@@ -3,7 +3,7 @@
 from torch import Tensor
 
 from armor.sparsity import mask_24
-from armor.stats import LayerStats
+from armor.methods.base import LayerStats
 
 
 def prune(weight: Tensor, stats: LayerStats) -> Tensor:

@@ -6,9 +6,8 @@ from typing import Any
 
 from torch import Tensor
 
-from armor import bcd, magnitude, nowag, sparsegpt, wanda
-from armor.layer import LayerResult
-from armor.stats import LayerStats
+from armor.methods import armor, magnitude, nowag, sparsegpt, wanda
+from armor.methods.base import LayerResult, LayerStats
 
 
 BlockPruner = Callable[[dict[str, Tensor], dict[str, LayerStats], dict[str, Any]], dict[str, LayerResult]]
@@ -40,7 +39,7 @@ METHODS: dict[str, Method] = {
     "wanda": Method("wanda", per_layer(wanda.prune)),
     "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune), needs_hessian=True),
     "nowag_p": Method("nowag_p", per_layer(nowag.prune)),
-    "armor": Method("armor", bcd.prune_block),
+    "armor": Method("armor", armor.prune_block),
 }
 
 

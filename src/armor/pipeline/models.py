@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from armor.checkpoint import atomic_dir
+from armor.pipeline.checkpoint import atomic_dir
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from armor.checkpoint import atomic_write_text
+from armor.pipeline.checkpoint import atomic_write_text
 
 METHOD_NAMES = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "nowag_p": "NoWag-P", "armor": "ARMOR"}
 METHOD_ORDER = list(METHOD_NAMES)

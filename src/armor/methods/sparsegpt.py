@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from armor.sparsity import GROUP, mask_24
-from armor.stats import LayerStats
+from armor.methods.base import LayerStats
 
 PERCDAMP = 0.01
 BLOCKSIZE = 128

@@ -12,15 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from armor import downstream
-from armor.blockdiag import block_params
-from armor.blockwise import prune_model
-from armor.checkpoint import atomic_write_json, atomic_write_text, load_tensors, save_tensors
-from armor.cpu import keep_freed_memory
-from armor.data import load_windows
+from armor.evaluation import downstream
+from armor.optimizer.blockdiag import block_params
+from armor.pipeline.blockwise import prune_model
+from armor.pipeline.checkpoint import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from armor.pipeline.cpu import keep_freed_memory
+from armor.pipeline.data import load_windows
 from armor.methods import get_method
-from armor.models import apply_weights, block_linears, decoder_layers, load_model
-from armor.perplexity import perplexity
+from armor.pipeline.models import apply_weights, block_linears, decoder_layers, load_model
+from armor.evaluation.perplexity import perplexity
 from armor.sparsity import zero_count
 
 log = logging.getLogger(__name__)

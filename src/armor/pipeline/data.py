@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from armor.checkpoint import load_tensors, save_tensors
-from armor.models import package_file
+from armor.pipeline.checkpoint import load_tensors, save_tensors
+from armor.pipeline.models import package_file
 
 log = logging.getLogger(__name__)
 

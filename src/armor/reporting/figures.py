@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from armor.render import method_label
+from armor.reporting.render import method_label
 
 
 def _save(fig: Figure, pdf: Path, png: Path) -> None:

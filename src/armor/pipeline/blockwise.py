@@ -12,13 +12,13 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from armor.checkpoint import load_if_valid, save_tensors
-from armor.layer import LayerResult
+from armor.pipeline.checkpoint import load_if_valid, save_tensors
+from armor.methods.base import LayerResult
 from armor.methods import Method
-from armor.models import block_linears, decoder_layers
+from armor.pipeline.models import block_linears, decoder_layers
 from armor.proxy_loss import relative_loss
 from armor.sparsity import zero_count
-from armor.stats import StatsCollector
+from armor.pipeline.stats import StatsCollector
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,13 @@ def _checkpoint_path(ckpt_dir: Path, index: int) -> Path:
 
 
 def _prune_block(
-    block: nn.Module, method: Method, hidden: Tensor, kwargs: dict[str, Any], options: dict[str, Any], batch_size: int
+    block: nn.Module, method: Method, hidden: Tensor, kwargs: dict[str, Any], options: dict[str, Any], batch_size: int, prefix: str
 ) -> tuple[dict[str, LayerResult], dict[str, Tensor], Tensor]:
     """Collect statistics on the dense block, prune it; returns results, h per layer and dense outputs."""
     linears = block_linears(block)
     with StatsCollector(linears, hessian=method.needs_hessian) as collector:
         dense_out = run_block(block, hidden, kwargs, batch_size)
-    stats = collector.stats(prefix=options.get("prefix", ""))
+    stats = collector.stats(prefix=prefix)
     weights = {name: lin.weight.detach().float() for name, lin in linears.items()}  # explicit fp32 for the solver
     results = method.prune_block(weights, stats, options)
     return results, {name: s.h for name, s in stats.items()}, dense_out
@@ -147,7 +147,7 @@ def prune_model(
             block_seconds = meta["seconds"]
         else:
             results, h, dense_out = _prune_block(
-                block, method, hidden, kwargs, {**options, "prefix": prefix, "seed": options.get("seed", 0) + index}, batch_size
+                block, method, hidden, kwargs, {**options, "seed": options.get("seed", 0) + index}, batch_size, prefix
             )
             tensors = {}
             records = []

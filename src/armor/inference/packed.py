@@ -10,9 +10,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from armor.armor_linear import ArmorLinear
-from armor.checkpoint import atomic_dir, load_tensors
-from armor.models import DTYPES, block_linears, decoder_layers, load_model
+from armor.inference.armor_linear import ArmorLinear
+from armor.pipeline.checkpoint import atomic_dir, load_tensors
+from armor.pipeline.models import DTYPES, block_linears, decoder_layers, load_model
 from armor.sparsity import GROUP, KEEP, PATTERNS
 
 log = logging.getLogger(__name__)

@@ -1,18 +1,9 @@
 """Calibration statistics of linear-layer inputs, collected with forward hooks."""
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-
-@dataclass
-class LayerStats:
-    """Input statistics of one linear layer over n calibration tokens."""
-
-    h: Tensor  # (d_in,) diag(XᵀX) / n: mean squared activation per input feature
-    n: int
-    hessian: Tensor | None = None  # (d_in, d_in) XᵀX / n, only for methods that need it
+from armor.methods.base import LayerStats
 
 
 class NonFiniteStatsError(ValueError):

@@ -1,0 +1,40 @@
+"""ARMOR as a pruning method: the linears of one decoder block, same-shape layers optimised as one batch."""
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from armor.methods.base import LayerResult, LayerStats
+from armor.optimizer.bcd import Options, optimize
+
+log = logging.getLogger(__name__)
+
+
+def prune_block(weights: dict[str, Tensor], stats: dict[str, LayerStats], options: dict[str, Any]) -> dict[str, LayerResult]:
+    """ARMOR on the named linears of one block; extras hold core, A, B, norms, trace and snapshots per layer."""
+    opts = Options.from_dict(options)
+    by_shape: dict[tuple[int, int], list[str]] = {}
+    for name, w in weights.items():
+        by_shape.setdefault(tuple(w.shape), []).append(name)
+    out = {}
+    for shape, names in by_shape.items():
+        outcome = optimize(torch.stack([weights[n] for n in names]), torch.stack([stats[n].h for n in names]), opts)
+        for i, name in enumerate(names):
+            extras = outcome.factors[i] | {
+                "trace": outcome.trace[:, i].contiguous(), "trace_iterations": torch.tensor(outcome.trace_at),
+            }
+            info = {
+                "iterations": int(outcome.iterations[i]), "guard_rejected": int(outcome.guard.rejected[i]),
+                "guard_skipped": int(outcome.guard.skipped[i]),
+            }
+            out[name] = LayerResult(outcome.weights[i], extras, info)
+        log.info(
+            "armor %s (%s, %d layers): loss %s -> %s in %d iterations%s",
+            "x".join(map(str, shape)), opts.solver, len(names),
+            " ".join(f"{x:.4f}" for x in outcome.trace[0].tolist()), " ".join(f"{x:.4f}" for x in outcome.trace[-1].tolist()),
+            outcome.trace_at[-1],
+            f"; guard rejected {outcome.guard.rejected.tolist()}, skipped {outcome.guard.skipped.tolist()}" if opts.guard else "",
+        )
+    return out

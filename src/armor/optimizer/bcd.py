@@ -1,0 +1,107 @@
+"""ARMOR's block coordinate descent: a continuous step and the exact sparse-core step per iteration, to convergence."""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
+from armor.optimizer.exact import exact_step
+from armor.optimizer.problem import SELECTIONS, Problem
+
+log = logging.getLogger(__name__)
+
+SOLVERS = ("adam", "exact")  # adam: the paper's; exact: closed-form A, B and CG on the core (ours)
+
+
+@dataclass
+class Options:
+    """ARMOR's settings: the config's `armor` section plus the block size and the seed."""
+
+    block_size: int = 128
+    iterations: int = 20000
+    solver: str = "adam"
+    lr: float = 1e-4
+    cg_steps: int = 3
+    selection: str = "gradient_random"
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    patience: int = 100
+    guard: bool = False
+    guard_retries: int = 4
+    trace_every: int = 100
+    snapshots: tuple[int, ...] = ()
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> "Options":
+        """Options from a mapping; unknown keys are an error naming the known ones."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown armor option(s) {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
+        opts = cls(**{**options, **({"snapshots": tuple(options["snapshots"])} if "snapshots" in options else {})})
+        if opts.selection not in SELECTIONS:
+            raise ValueError(f"armor selection must be one of {SELECTIONS}, got {opts.selection!r}")
+        if opts.solver not in SOLVERS:
+            raise ValueError(f"armor solver must be one of {SOLVERS}, got {opts.solver!r}")
+        if opts.block_size < 1:
+            raise ValueError(f"armor block_size must be >= 1, got {opts.block_size}")
+        return opts
+
+
+@dataclass
+class Outcome:
+    """What optimising L same-shape layers gives."""
+
+    weights: Tensor  # (L, d_out, d_in) denormalised A·(W'⊙M)·B, in the input dtype
+    factors: list[dict[str, Tensor]]  # per layer: core, A, B, r_out, r_in (+ snapshot_<it>)
+    trace: Tensor  # (T, L) proxy loss at each traced iteration
+    trace_at: list[int]
+    guard: GuardCounts
+    iterations: Tensor  # (L,) iterations each layer ran before it converged or the budget ended
+
+
+def iterate(prob: Problem, opts: Options, active: Tensor, adam: LayerAdam | None, counts: GuardCounts) -> None:
+    """One iteration: the solver's continuous step, then the sparse-core step on the gradient at the new point."""
+    if opts.solver == "adam":
+        adam_step(prob, adam, active, opts.guard, opts.guard_retries, counts)
+    else:
+        exact_step(prob, opts.cg_steps, active)
+    prob.sparse_step(prob.select(prob.core_gradient(), opts.selection), active)
+
+
+def optimize(weights: Tensor, h: Tensor, opts: Options) -> Outcome:
+    """Run ARMOR on same-shape layers (L, d_out, d_in) with activation weights h (L, d_in), from NoWag-P."""
+    prob = Problem(weights, h, opts.block_size, opts.seed)
+    L = prob.layers
+    adam = LayerAdam(prob.params(), opts.lr) if opts.solver == "adam" else None
+    active = torch.ones(L, dtype=torch.bool, device=weights.device)
+    counts = GuardCounts(torch.zeros(L, dtype=torch.long, device=weights.device), torch.zeros(L, dtype=torch.long, device=weights.device))
+    ran = torch.zeros(L, dtype=torch.long, device=weights.device)
+    best, stall = prob.loss.clone(), torch.zeros_like(ran)
+    trace, trace_at = [prob.loss.clone()], [0]
+    snapshots: dict[int, Tensor] = {0: prob.snapshot()} if 0 in opts.snapshots else {}
+    it = 0
+    for it in range(1, opts.iterations + 1):
+        iterate(prob, opts, active, adam, counts)
+        ran += active
+        improved = prob.loss < best - torch.maximum(torch.full_like(best, opts.atol), opts.rtol * best.abs())
+        best = torch.where(improved, prob.loss, best)
+        stall = torch.where(improved, 0, stall + 1)
+        active = active & (stall < opts.patience)
+        if it % opts.trace_every == 0:
+            trace.append(prob.loss.clone())
+            trace_at.append(it)
+        if it in opts.snapshots:
+            snapshots[it] = prob.snapshot()
+        if not active.any():
+            break
+    if trace_at[-1] != it:
+        trace.append(prob.loss.clone())
+        trace_at.append(it)
+    factors = prob.factors()
+    for i, layer in enumerate(factors):
+        layer.update({f"snapshot_{k}": v[i].to(weights.dtype) for k, v in snapshots.items()})
+    return Outcome(prob.snapshot().to(weights.dtype), factors, torch.stack(trace), trace_at, counts, ran)

@@ -1,0 +1,145 @@
+"""A deliberately plain ARMOR iteration, one layer at a time, to check the batched optimiser against.
+
+Dense matrices built with torch.block_diag, autograd for every gradient and Hessian product, torch.optim.Adam
+(neither fused nor foreach), Python loops over block pairs and groups, and torch.linalg.lstsq for every least-squares
+problem. Slow and obviously right; nothing here is shared with src/armor/optimizer.
+"""
+
+import itertools
+import math
+
+import torch
+from torch import Tensor
+
+GROUP = 4
+
+
+class ReferenceLayer:
+    """One layer: W̄ (d_out, d_in), h (d_in,), A and B as lists of real (ragged) blocks, core values V and mask M."""
+
+    def __init__(self, w_bar: Tensor, h: Tensor, a_blocks: list[Tensor], b_blocks: list[Tensor], core: Tensor, mask: Tensor, block_size: int) -> None:
+        self.w_bar, self.h, self.mask = w_bar, h, mask.clone()
+        self.b = block_size
+        self.unit = math.lcm(block_size, GROUP)
+        self.a_blocks = [blk.clone().requires_grad_() for blk in a_blocks]
+        self.b_blocks = [blk.clone().requires_grad_() for blk in b_blocks]
+        self.values = (core * mask).clone().requires_grad_()
+        self.z = (h * w_bar.square()).sum()
+        self.adam: torch.optim.Adam | None = None
+
+    def to(self, dtype: torch.dtype) -> "ReferenceLayer":
+        """The same layer with every tensor in `dtype`."""
+        return ReferenceLayer(
+            self.w_bar.to(dtype), self.h.to(dtype), [x.detach().to(dtype) for x in self.a_blocks],
+            [x.detach().to(dtype) for x in self.b_blocks], self.values.detach().to(dtype), self.mask, self.b,
+        )
+
+    def matrices(self) -> tuple[Tensor, Tensor]:
+        return torch.block_diag(*self.a_blocks), torch.block_diag(*self.b_blocks)
+
+    def loss_of(self, core: Tensor) -> Tensor:
+        a, b = self.matrices()
+        return (self.h * (a @ core @ b - self.w_bar).square()).sum() / self.z
+
+    def loss(self) -> float:
+        with torch.no_grad():
+            return float(self.loss_of(self.values * self.mask))
+
+    def adam_step(self, lr: float) -> None:
+        """One step of torch.optim.Adam (plain, single-tensor) on A's blocks, B's blocks and the masked core values."""
+        if self.adam is None:
+            self.adam = torch.optim.Adam(self.a_blocks + self.b_blocks + [self.values], lr=lr, foreach=False, fused=False)
+        self.adam.zero_grad()
+        self.loss_of(self.values * self.mask).backward()
+        self.adam.step()
+
+    def core_gradient(self) -> Tensor:
+        core = (self.values * self.mask).detach().requires_grad_()
+        return torch.autograd.grad(self.loss_of(core), core)[0]
+
+    def exact_step(self, cg_steps: int) -> None:
+        """Least-squares A blocks, then least-squares B blocks, then CG on the kept core values."""
+        d_out, d_in = self.w_bar.shape
+        sqrt_h = self.h.sqrt()
+        with torch.no_grad():
+            core = self.values * self.mask
+            _, b = self.matrices()
+            y = core @ b
+            for p, blk in enumerate(self.a_blocks):
+                rows = slice(p * self.b, p * self.b + blk.shape[0])
+                solution = torch.linalg.lstsq((y[rows] * sqrt_h).T, (self.w_bar[rows] * sqrt_h).T).solution  # A_pᵀ
+                blk.copy_(solution.T)
+            a, _ = self.matrices()
+            x = a @ core
+            for q, blk in enumerate(self.b_blocks):
+                cols = slice(q * self.b, q * self.b + blk.shape[0])
+                blk.copy_(torch.linalg.lstsq(x[:, cols], self.w_bar[:, cols]).solution)
+        self._conjugate_gradient(cg_steps)
+
+    def _conjugate_gradient(self, steps: int) -> None:
+        def grad(v: Tensor) -> Tensor:
+            v = v.detach().requires_grad_()
+            return torch.autograd.grad(self.loss_of(v * self.mask), v)[0] * self.mask
+
+        def hessian_product(d: Tensor) -> Tensor:
+            v = self.values.detach()
+            return torch.autograd.functional.hvp(lambda u: self.loss_of(u * self.mask), v, d)[1] * self.mask
+
+        residual = -grad(self.values)
+        direction = residual.clone()
+        for _ in range(steps):
+            hd = hessian_product(direction)
+            curvature = (direction * hd).sum()
+            alpha = (residual * direction).sum() / curvature if curvature > 0 else torch.zeros(())
+            with torch.no_grad():
+                self.values += alpha * direction
+            before = (residual * residual).sum()
+            residual = residual - alpha * hd
+            beta = (residual * residual).sum() / before if before > 0 else torch.zeros(())
+            direction = residual + beta * direction
+
+    def sparse_step(self) -> None:
+        """Greedy selection and the exact group solve over all six 2-of-4 patterns, one (row block, unit) pair at a time."""
+        d_out, d_in = self.w_bar.shape
+        grad = self.core_gradient()
+        for p in range(math.ceil(d_out / self.b)):
+            for u in range(math.ceil(d_in / self.unit)):
+                candidates = [
+                    (row, col)
+                    for row in range(p * self.b, min((p + 1) * self.b, d_out))
+                    for col in range(u * self.unit, min((u + 1) * self.unit, d_in), GROUP)
+                ]
+                scores = torch.stack([grad[row, col : col + GROUP].abs().sum() for row, col in candidates])
+                self._solve_group(*candidates[int(scores.argmax())])
+
+    def _solve_group(self, row: int, col: int) -> None:
+        a, b = self.matrices()
+        with torch.no_grad():
+            core = self.values * self.mask
+            best_loss, best_keep, best_values = float(self.loss_of(core)), None, None
+            zeroed = core.clone()
+            zeroed[row, col : col + GROUP] = 0
+            rest = (a @ zeroed @ b - self.w_bar) * self.h.sqrt()  # weighted residual without the group
+            for keep in itertools.combinations(range(GROUP), 2):
+                design = torch.stack([(a[:, row, None] * b[col + k][None, :] * self.h.sqrt()).flatten() for k in keep], 1)
+                v = torch.linalg.lstsq(design, -rest.flatten()[:, None]).solution[:, 0]
+                trial = zeroed.clone()
+                trial[row, col + keep[0]], trial[row, col + keep[1]] = v[0], v[1]
+                trial_loss = float(self.loss_of(trial))
+                if trial_loss < best_loss:
+                    best_loss, best_keep, best_values = trial_loss, keep, v
+            if best_keep is not None:
+                self.mask[row, col : col + GROUP] = False
+                self.values[row, col : col + GROUP] = 0
+                for k, v in zip(best_keep, best_values):
+                    self.mask[row, col + k] = True
+                    self.values[row, col + k] = v
+
+    def iterate(self, solver: str, lr: float = 1e-4, cg_steps: int = 3) -> float:
+        """One iteration (continuous step, then sparse step); returns the loss after it."""
+        if solver == "adam":
+            self.adam_step(lr)
+        else:
+            self.exact_step(cg_steps)
+        self.sparse_step()
+        return self.loss()
