@@ -98,8 +98,11 @@ class ReferenceLayer:
             beta = (residual * residual).sum() / before if before > 0 else torch.zeros(())
             direction = residual + beta * direction
 
-    def sparse_step(self) -> None:
-        """Greedy selection and the exact group solve over all six 2-of-4 patterns, one (row block, unit) pair at a time."""
+    def sparse_step(self, solves: int = 1) -> None:
+        """Greedy selection and the exact group solve over all six 2-of-4 patterns, one (row block, unit) pair at a time.
+
+        The group is chosen once from the gradient and solved `solves` times (the batched optimiser's draws).
+        """
         d_out, d_in = self.w_bar.shape
         grad = self.core_gradient()
         for p in range(math.ceil(d_out / self.b)):
@@ -110,7 +113,8 @@ class ReferenceLayer:
                     for col in range(u * self.unit, min((u + 1) * self.unit, d_in), GROUP)
                 ]
                 scores = torch.stack([grad[row, col : col + GROUP].abs().sum() for row, col in candidates])
-                self._solve_group(*candidates[int(scores.argmax())])
+                for _ in range(solves):
+                    self._solve_group(*candidates[int(scores.argmax())])
 
     def _solve_group(self, row: int, col: int) -> None:
         a, b = self.matrices()
@@ -135,11 +139,11 @@ class ReferenceLayer:
                     self.mask[row, col + k] = True
                     self.values[row, col + k] = v
 
-    def iterate(self, solver: str, lr: float = 1e-4, cg_steps: int = 3) -> float:
-        """One iteration (continuous step, then sparse step); returns the loss after it."""
+    def iterate(self, solver: str, lr: float, cg_steps: int, sparse_steps: int) -> float:
+        """One iteration (continuous step, then the sparse steps); returns the loss after it."""
         if solver == "adam":
             self.adam_step(lr)
         else:
             self.exact_step(cg_steps)
-        self.sparse_step()
+        self.sparse_step(sparse_steps)
         return self.loss()

@@ -71,7 +71,7 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
     _perturb(prob)
     layers = prob.layers
     refs = [_reference(prob, i) for i in range(layers)]
-    opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, selection="gradient_greedy")
+    opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, sparse_steps=2, selection="gradient_greedy")
     adam = LayerAdam(prob.params(), opts.lr) if solver == "adam" else None
     counts = GuardCounts(torch.zeros(layers, dtype=torch.long), torch.zeros(layers, dtype=torch.long))
     active = torch.ones(layers, dtype=torch.bool)
@@ -82,7 +82,7 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
         before_mask = prob.mask.clone()
         iterate(prob, opts, active, adam, counts)
         changed += int((prob.mask != before_mask).any())
-        expected = torch.tensor([r.iterate(solver, lr=opts.lr, cg_steps=opts.cg_steps) for r in refs], dtype=torch.float64)
+        expected = torch.tensor([r.iterate(solver, opts.lr, opts.cg_steps, opts.sparse_steps) for r in refs], dtype=torch.float64)
         assert torch.allclose(prob.loss, expected, rtol=rtol, atol=0), (step, prob.loss, expected)
         losses.append(prob.loss.clone())
     assert changed >= 5  # the sparse step really changed patterns along the way

@@ -14,6 +14,7 @@ from armor.optimizer.problem import SELECTIONS, Problem
 log = logging.getLogger(__name__)
 
 SOLVERS = ("adam", "exact")  # adam: the paper's; exact: closed-form A, B and CG on the core (ours)
+DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16}
 
 
 @dataclass
@@ -24,7 +25,8 @@ class Options:
     iterations: int = 20000
     solver: str = "adam"
     lr: float = 1e-4
-    cg_steps: int = 3
+    cg_steps: int = 1
+    sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact
     selection: str = "gradient_random"
     rtol: float = 1e-6
     atol: float = 1e-8
@@ -41,14 +43,17 @@ class Options:
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown armor option(s) {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
-        opts = cls(**{**options, **({"snapshots": tuple(options["snapshots"])} if "snapshots" in options else {})})
-        if opts.selection not in SELECTIONS:
-            raise ValueError(f"armor selection must be one of {SELECTIONS}, got {opts.selection!r}")
-        if opts.solver not in SOLVERS:
-            raise ValueError(f"armor solver must be one of {SOLVERS}, got {opts.solver!r}")
-        if opts.block_size < 1:
-            raise ValueError(f"armor block_size must be >= 1, got {opts.block_size}")
-        return opts
+        return cls(**{**options, **({"snapshots": tuple(options["snapshots"])} if "snapshots" in options else {})})
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"armor selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"armor solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.block_size < 1:
+            raise ValueError(f"armor block_size must be >= 1, got {self.block_size}")
+        if self.sparse_steps is None:
+            self.sparse_steps = DEFAULT_SPARSE_STEPS[self.solver]
 
 
 @dataclass
@@ -64,12 +69,14 @@ class Outcome:
 
 
 def iterate(prob: Problem, opts: Options, active: Tensor, adam: LayerAdam | None, counts: GuardCounts) -> None:
-    """One iteration: the solver's continuous step, then the sparse-core step on the gradient at the new point."""
+    """One iteration: the solver's continuous step, then `sparse_steps` sparse-core steps, their groups drawn from
+    the gradient at the point the continuous step reached."""
     if opts.solver == "adam":
         adam_step(prob, adam, active, opts.guard, opts.guard_retries, counts)
     else:
         exact_step(prob, opts.cg_steps, active)
-    prob.sparse_step(prob.select(prob.core_gradient(), opts.selection), active)
+    for choice in prob.select(prob.core_gradient(), opts.selection, opts.sparse_steps):
+        prob.sparse_step(choice, active)
 
 
 def optimize(weights: Tensor, h: Tensor, opts: Options) -> Outcome:

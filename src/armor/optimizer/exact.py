@@ -34,7 +34,7 @@ def update_a(prob: Problem) -> None:
     gram = torch.einsum("lpiqk,lpjqk->lpij", prob.cb * prob.h_grid, prob.cb)  # Y_p H Y_pᵀ, (L, n_out, b, b)
     step = torch.einsum("lpiqk,lpjqk->lpij", weighted, prob.cb)  # R_p H Y_pᵀ
     prob.a.sub_(_solve(gram, step.transpose(-1, -2)).transpose(-1, -2))  # A ← A − R H Yᵀ (Y H Yᵀ)⁻¹
-    prob.refresh()
+    prob.refresh_residual()
 
 
 def update_b(prob: Problem) -> None:

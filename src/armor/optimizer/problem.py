@@ -88,6 +88,10 @@ class Problem:
     def refresh(self) -> None:
         """Recompute C·B, the residual and the loss from A, B and the core."""
         self.cb = bd.right(self.core, self.b)
+        self.refresh_residual()
+
+    def refresh_residual(self) -> None:
+        """Recompute the residual and the loss after A changed (C·B still holds)."""
         self.resid = bd.left(self.a, self.cb) - self.w_bar
         self.loss = self.loss_of(self.resid)
 
@@ -116,8 +120,11 @@ class Problem:
         apb = bd.left(self.a, pb)
         return pb, apb, self._weighted_back(apb * self.grad_scale)[1] * self.mask
 
-    def select(self, grad_core: Tensor, selection: str) -> Tensor:
-        """One group index per (row block of A, column unit), (L, n_out, n_units), as row * groups_per_unit + group."""
+    def select(self, grad_core: Tensor, selection: str, draws: int = 1) -> Tensor:
+        """`draws` group indices per (row block of A, column unit), (draws, L, n_out, n_units), as row * groups_per_unit + group.
+
+        Greedy selection gives the same group in every draw; the sampled ones draw independently.
+        """
         L, n_out = grad_core.shape[:2]
         if selection == "random":
             weights = self.valid.expand(L, -1, -1, -1)
@@ -129,12 +136,12 @@ class Problem:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         flat = weights.reshape(-1, weights.shape[-1])
         if selection == "gradient_greedy":
-            pick = flat.argmax(-1)
-        else:  # inverse-CDF sampling, one draw per pair
+            pick = flat.argmax(-1, keepdim=True).expand(-1, draws)
+        else:  # inverse-CDF sampling, `draws` per pair
             cdf = flat.double().cumsum(-1)
-            u = torch.rand(flat.shape[0], 1, generator=self.generator, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
-            pick = torch.searchsorted(cdf, u)[:, 0].clamp_(max=flat.shape[1] - 1)
-        return pick.reshape(weights.shape[:-1])
+            u = torch.rand(flat.shape[0], draws, generator=self.generator, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+            pick = torch.searchsorted(cdf, u).clamp_(max=flat.shape[1] - 1)
+        return pick.T.reshape(draws, *weights.shape[:-1])
 
     def sparse_step(self, choice: Tensor, active: Tensor) -> None:
         """Re-solve the chosen group of every (row block, column unit) pair exactly: its pattern and values.
