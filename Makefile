@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: demo speed bench-armor test test-all lint dry-run clean
+.PHONY: demo speed bench-armor bench-grid bench-memory test test-all lint dry-run clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method: all tables
 speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer_speed.csv
 	$(SNAKEMAKE) results/tables/speed.csv results/tables/layer_speed.csv --configfile config/demo.yaml
 
-bench-armor: $(STAMP)  ## ms per ARMOR iteration (CPU, and GPU when present) -> results/benchmarks/armor_iteration.csv
-	$(BIN)/python -m armor.bench.iteration
+bench-armor: $(STAMP)  ## both solvers' loss against time on SmolLM2 block 15, and ms per iteration (CPU, and GPU when present)
+	$(BIN)/python -m armor.bench.convergence
+	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 64
+
+bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the paper grid, and its projected wall time on 16 workers
+	$(BIN)/python -m armor.bench.iteration --out results/benchmarks/grid_iteration.csv
+
+bench-memory: $(STAMP)  ## peak host memory of a prune job on 4- and 32-block models -> results/benchmarks/prune_memory.csv
+	$(BIN)/python -m armor.bench.prune_memory
 
 test: $(STAMP)  ## the CI test set (everything not marked slow)
 	$(BIN)/pytest -m "not slow"
@@ -39,4 +46,4 @@ dry-run: $(STAMP)  ## the paper's whole DAG, without running anything
 	$(SNAKEMAKE) results/tables/main.csv -n --quiet rules
 
 clean:
-	rm -rf results/models results/data results/runs results/checkpoints results/tables results/figures results/report.html results/logs results/benchmarks
+	rm -rf results/models results/data results/calibration results/runs results/checkpoints results/tables results/figures results/report.html results/logs results/benchmarks

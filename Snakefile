@@ -15,6 +15,7 @@ container: CONTAINER  # used with --sdm apptainer (every rule; README: Apptainer
 
 include: "rules/model.smk"
 include: "rules/data.smk"
+include: "rules/calibrate.smk"
 include: "rules/prune.smk"
 include: "rules/evaluate.smk"
 include: "rules/build.smk"

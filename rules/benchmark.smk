@@ -19,7 +19,7 @@ rule speed:
         decode_tokens=config["speed"]["decode_tokens"],
         device=config["device"],
     script:
-        "../scripts/speed.py"
+        "../scripts/benchmark/speed.py"
 
 
 rule speed_table:
@@ -42,7 +42,7 @@ rule speed_table:
         mem_mb=1000,
         runtime=runtime(10),
     script:
-        "../scripts/speed_table.py"
+        "../scripts/benchmark/speed_table.py"
 
 
 rule layer_speed:
@@ -70,4 +70,4 @@ rule layer_speed:
         dtype=config["speed"]["layer_dtype"],
         device=config["device"],
     script:
-        "../scripts/layer_speed.py"
+        "../scripts/benchmark/layer_speed.py"

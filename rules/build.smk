@@ -1,7 +1,7 @@
 rule build:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/{method}/b{block_size}/pruned.safetensors",
+        pruned="results/runs/{model}/{method}/b{block_size}/pruned",
     output:
         directory("results/runs/{model}/{method}/b{block_size}/packed"),
     log:
@@ -16,4 +16,4 @@ rule build:
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
     script:
-        "../scripts/build.py"
+        "../scripts/build/build.py"

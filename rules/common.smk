@@ -1,8 +1,10 @@
 import math
 import re
+from pathlib import Path
 
 from armor.config import validate
 from armor.methods import METHODS
+from armor.pipeline.models import num_blocks
 
 validate(config)
 
@@ -14,6 +16,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),
     method="|".join(config["methods"]),
     block_size=r"\d+",
+    part=r"\d+",
     dataset="|".join(config["evaluation"]["datasets"]),
     table="main|downstream|blocksize|iterations|speed",
 
@@ -47,14 +50,67 @@ def runtime(minutes):
 
 
 def model_mem_mb(wildcards):
+    """Host memory of a job holding the whole model or the calibration activations."""
     return 1024 * config["models"][wildcards.model]["mem_gb"]
 
 
-def calibration_input(wildcards):
-    """Dense models need no calibration data."""
-    if wildcards.method == "dense":
+def model_gpus(wildcards):
+    """GPUs of a job holding the whole model: models.<name>.gpus."""
+    return config["models"][wildcards.model]["gpus"]
+
+
+PRUNE_BASE_GB = 2  # interpreter, torch, the skeleton model
+PRUNE_BYTES_PER_PARAM = 24  # one block: fp32 weights in, reconstructed weights, core, statistics and solver state
+
+
+def prune_mem_mb(wildcards):
+    """A prune job holds one decoder block: PRUNE_BASE_GB + PRUNE_BYTES_PER_PARAM x (params_b / blocks), in MB."""
+    spec = config["models"][wildcards.model]
+    if "params_b" not in spec:
+        return model_mem_mb(wildcards)
+    per_block = spec["params_b"] * 1e9 / blocks_of(wildcards.model)
+    return 1024 * math.ceil(PRUNE_BASE_GB + PRUNE_BYTES_PER_PARAM * per_block / 2**30)
+
+
+def blocks_of(model):
+    """Decoder blocks of a configured model."""
+    return num_blocks(config["models"][model], Path(f"results/models/{model}"))
+
+
+def calibration_mode(method):
+    """independent, sequential (per method: its default, or calibration.mode.<method>), or none for dense."""
+    if method == "dense":
+        return "none"
+    return config["calibration"]["mode"].get(method, METHODS[method].default_mode)
+
+
+def part_blocks(model, part):
+    """The consecutive decoder blocks of one prune job (independent mode)."""
+    k = config["prune"]["blocks_per_job"]
+    return list(range(int(part) * k, min((int(part) + 1) * k, blocks_of(model))))
+
+
+def part_dirs(wildcards):
+    """The pruned-block folders a run is assembled from: one per part, the whole chain, or none (dense)."""
+    mode = calibration_mode(wildcards.method)
+    if mode == "none":
         return []
-    return f"results/data/{wildcards.model}/calibration.safetensors"
+    if mode == "sequential":
+        return [f"{run_dir(wildcards)}/parts/chain"]
+    n_parts = math.ceil(blocks_of(wildcards.model) / config["prune"]["blocks_per_job"])
+    return [f"{run_dir(wildcards)}/parts/{p}" for p in range(n_parts)]
+
+
+def calibration_dir(model):
+    return f"results/calibration/{model}"
+
+
+def needs_hessian():
+    """Whether the calibration pass must record XᵀX: a method that needs it runs in independent mode."""
+    return any(
+        METHODS[m].needs_hessian and calibration_mode(m) == "independent"
+        for m in config["methods"]
+    )
 
 
 def evaluation_inputs(wildcards):

@@ -18,7 +18,7 @@ rule calibration_data:
         seed=config["calibration"]["seed"],
         seqlen=lambda wildcards: model_spec(wildcards)["seqlen"],
     script:
-        "../scripts/calibration_data.py"
+        "../scripts/data/calibration_data.py"
 
 
 rule evaluation_data:
@@ -44,4 +44,4 @@ rule evaluation_data:
         ].get("max_windows"),
         seqlen=lambda wildcards: model_spec(wildcards)["seqlen"],
     script:
-        "../scripts/evaluation_data.py"
+        "../scripts/data/evaluation_data.py"

@@ -15,13 +15,13 @@ rule lm_tasks:
         per_task=config["downstream"]["items"],
         seed=config["calibration"]["seed"],
     script:
-        "../scripts/lm_tasks.py"
+        "../scripts/downstream/lm_tasks.py"
 
 
 rule lm_eval:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/{method}/b{block_size}/pruned.safetensors",
+        pruned="results/runs/{model}/{method}/b{block_size}/pruned",
         tasks=task_dir_input,
     output:
         "results/runs/{model}/{method}/b{block_size}/downstream.json",
@@ -34,6 +34,7 @@ rule lm_eval:
     threads: 4
     resources:
         mem_mb=model_mem_mb,
+        gpu=model_gpus,
         runtime=runtime(8 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
@@ -41,4 +42,4 @@ rule lm_eval:
         device=config["device"],
         batch_size=config["downstream"]["batch_size"],
     script:
-        "../scripts/lm_eval.py"
+        "../scripts/downstream/lm_eval.py"

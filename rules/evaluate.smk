@@ -1,7 +1,7 @@
 rule perplexity:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/{method}/b{block_size}/pruned.safetensors",
+        pruned="results/runs/{model}/{method}/b{block_size}/pruned",
         windows=evaluation_inputs,
     output:
         "results/runs/{model}/{method}/b{block_size}/perplexity.json",
@@ -14,6 +14,7 @@ rule perplexity:
     threads: 4
     resources:
         mem_mb=model_mem_mb,
+        gpu=model_gpus,
         runtime=runtime(4 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
@@ -21,13 +22,13 @@ rule perplexity:
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
     script:
-        "../scripts/perplexity.py"
+        "../scripts/evaluate/perplexity.py"
 
 
 rule snapshot_perplexity:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/armor/b{block_size}/pruned.safetensors",
+        pruned="results/runs/{model}/armor/b{block_size}/pruned",
         windows=lambda wildcards: f"results/data/{wildcards.model}/eval_{config['evaluation']['snapshot_dataset']}.safetensors",
     output:
         "results/runs/{model}/armor/b{block_size}/snapshots.json",
@@ -40,6 +41,7 @@ rule snapshot_perplexity:
     threads: 4
     resources:
         mem_mb=model_mem_mb,
+        gpu=model_gpus,
         runtime=runtime(4 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
@@ -47,4 +49,4 @@ rule snapshot_perplexity:
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
     script:
-        "../scripts/snapshot_perplexity.py"
+        "../scripts/evaluate/snapshot_perplexity.py"

@@ -18,7 +18,7 @@ rule iterations_figure:
         mem_mb=1000,
         runtime=runtime(10),
     script:
-        "../scripts/iterations_figure.py"
+        "../scripts/figures/iterations_figure.py"
 
 
 rule blocksize_figure:
@@ -41,7 +41,7 @@ rule blocksize_figure:
         mem_mb=1000,
         runtime=runtime(10),
     script:
-        "../scripts/blocksize_figure.py"
+        "../scripts/figures/blocksize_figure.py"
 
 
 rule pareto_figure:
@@ -65,4 +65,4 @@ rule pareto_figure:
         mem_mb=1000,
         runtime=runtime(10),
     script:
-        "../scripts/pareto_figure.py"
+        "../scripts/figures/pareto_figure.py"

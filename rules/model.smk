@@ -13,4 +13,4 @@ rule fetch_model:
     params:
         spec=model_spec,
     script:
-        "../scripts/fetch_model.py"
+        "../scripts/model/fetch_model.py"

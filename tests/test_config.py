@@ -1,3 +1,5 @@
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _minimal() -> dict:
     return {
-        "models": {"m": {"source": "hub", "id": "org/model", "seqlen": 128}},
+        "models": {"m": {"source": "hub", "id": "org/model", "num_layers": 4, "seqlen": 128}},
         "methods": ["dense", "wanda"],
         "calibration": {"source": "c4"},
         "evaluation": {"datasets": {"wikitext2": {"source": "wikitext2"}}},
@@ -26,15 +28,21 @@ def test_shipped_configs_validate(path):
 
 def test_defaults_are_filled():
     config = validate(_minimal())
-    assert config["calibration"] == {"source": "c4", "nsamples": 128, "seed": 0, "mode": "independent", "batch_size": 8}
-    assert config["armor"]["selection"] == "gradient_random"
-    assert config["models"]["m"]["dtype"] == "float32"
+    assert config["calibration"] == {"source": "c4", "nsamples": 128, "seed": 0, "mode": {}, "batch_size": 8}
+    assert config["armor"]["selection"] == "gradient_random" and config["armor"]["solver"] == "adam" and config["armor"]["guard"] is False
+    assert config["models"]["m"]["dtype"] == "float32" and config["models"]["m"]["gpus"] == 1
+    assert config["prune"] == {"blocks_per_job": 4}
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda c: c["calibration"].update(mode="greedy"), "config key 'calibration.mode': 'greedy' is not allowed; allowed values: independent, sequential"),
+        (lambda c: c["calibration"].update(mode={"wanda": "greedy"}), "config key 'calibration.mode.wanda': 'greedy' is not allowed; allowed values: independent, sequential"),
+        (lambda c: c["calibration"].update(mode="independent"), "config key 'calibration.mode': 'independent' is not of type 'object' (calibration mode per method"),
+        (lambda c: c["calibration"].update(mode={"dense": "sequential"}), "config key 'calibration.mode': 'dense' is not allowed; allowed values: magnitude, wanda"),
+        (lambda c: c["models"]["m"].pop("num_layers"), "config key 'models.m': 'num_layers' is a required property"),
+        (lambda c: c["models"]["m"].update(source="local"), "config key 'models.m': 'path' is a required property"),
+        (lambda c: c["armor"].update(solver="lbfgs") if "armor" in c else c.update(armor={"solver": "lbfgs"}), "config key 'armor.solver': 'lbfgs' is not allowed; allowed values: adam, exact"),
         (lambda c: c["calibration"].update(nsample=4), "config key 'calibration': unknown key(s) nsample; allowed keys: source, nsamples"),
         (lambda c: c["methods"].append("obc"), "config key 'methods.2': 'obc' is not allowed; allowed values: dense, magnitude"),
         (lambda c: c["models"]["m"].pop("id"), "config key 'models.m': 'id' is a required property"),
@@ -58,14 +66,14 @@ def test_bad_config_names_key_and_allowed(edit, message):
 
 def test_bad_config_stops_snakemake_before_any_job(tmp_path):
     bad = _minimal()
-    bad["calibration"]["mode"] = "greedy"
+    bad["calibration"]["mode"] = {"wanda": "greedy"}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", "bad.yaml", "-n"],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert result.returncode != 0
-    assert "config key 'calibration.mode'" in result.stderr + result.stdout
+    assert "config key 'calibration.mode.wanda'" in result.stderr + result.stdout
     assert not (tmp_path / "results").exists()
 
 
@@ -76,10 +84,13 @@ def test_paper_dag_builds_offline():
     )
     assert result.returncode == 0, result.stderr
     counts = dict(line.split() for line in result.stdout.splitlines() if line.split()[:1] and line.split()[-1].isdigit() and len(line.split()) == 2)
-    models, runs_per_model = 9, 5  # dense, wanda, sparsegpt, nowag_p, armor@128
-    assert counts["fetch_model"] == str(models)
-    assert counts["prune"] == str(models * runs_per_model)
-    assert counts["perplexity"] == str(models * runs_per_model)
+    blocks = {"llama2-7b": 32, "llama2-13b": 40, "llama2-70b": 80, "llama3-8b": 32, "llama3-70b": 80, "qwen2.5-7b": 28,
+              "qwen2.5-14b": 48, "qwen2.5-32b": 64, "qwen2.5-72b": 80}
+    models, runs_per_model = len(blocks), 5  # dense, wanda, sparsegpt, nowag_p, armor@128
+    assert counts["fetch_model"] == counts["calibrate"] == str(models)
+    assert counts["prune_chain"] == str(models * 2)  # wanda and sparsegpt calibrate sequentially
+    assert counts["prune_part"] == str(sum(2 * -(-n // 4) for n in blocks.values()))  # nowag_p and armor, 4 blocks per job
+    assert counts["assemble"] == counts["perplexity"] == str(models * runs_per_model)
     assert counts["evaluation_data"] == str(models * 2)
 
 
@@ -90,9 +101,16 @@ def test_slurm_profile_builds_paper_dag_with_gpu_requests():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = result.stdout.split("\n\n")
-    prune = next(j for j in jobs if "rule prune:" in j)
+    parts = [j for j in jobs if "rule prune_part:" in j and "model=llama2-70b, method=armor" in j]
+    assert len(parts) == 20
+    per_block_gb = 69 / 80
+    for part in parts:
+        assert "gpu=1," in part and "gpu_model=a100" in part and "slurm_partition=gpu" in part and "runtime=1440" in part
+        mem_mb = int(re.search(r"mem_mb=(\d+)", part).group(1))
+        assert mem_mb == 1024 * math.ceil(2 + 24 * per_block_gb * 1e9 / 2**30) < 24 * 1024  # one block's share, not 140 GB
+    for rule in ("perplexity", "lm_eval", "snapshot_perplexity"):
+        job = next(j for j in jobs if f"rule {rule}:" in j and "model=llama2-70b," in j)
+        assert "gpu=2," in job and "slurm_partition=gpu" in job, rule
+    assert "gpu=1," in next(j for j in jobs if "rule lm_eval:" in j and "model=llama2-7b," in j)
     fetch = next(j for j in jobs if "rule fetch_model:" in j)
-    lm_eval = next(j for j in jobs if "rule lm_eval:" in j)
-    assert "gpu=1" in prune and "gpu_model=a100" in prune and "slurm_partition=gpu" in prune and "runtime=1440" in prune
-    assert "gpu=1" in lm_eval and "cpus_per_task=8" in lm_eval
     assert "gpu=" not in fetch and "slurm_partition=cpu" in fetch

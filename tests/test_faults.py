@@ -9,39 +9,34 @@ from pathlib import Path
 import pytest
 import torch
 
-from armor.pipeline.blockwise import DELAY_ENV, prune_model
-from armor.pipeline.checkpoint import load_tensors
-from armor.pipeline.data import calibration_windows, load_windows, save_windows
-from armor.methods import get_method
-from armor.pipeline.models import ModelFetchError, fetch_model, load_model, load_tokenizer
+from armor.pipeline.calibration import calibrate
+from armor.pipeline.data import calibration_windows
+from armor.pipeline.models import ModelFetchError, fetch_model, load_model
+from armor.pipeline.prune import DELAY_ENV
+from armor.pipeline.runs import block_tensors
 from armor.pipeline.stats import NonFiniteStatsError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def calibration(tiny_model_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("calib") / "calibration.safetensors"
-    save_windows(path, calibration_windows(load_tokenizer(tiny_model_dir), "gensim_news", 4, 32, 0))
-    return path
-
-
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_calibration_statistics_stop_the_run_naming_the_layer(tiny_model_dir, calibration, tmp_path, bad):
-    model, _ = load_model(tiny_model_dir, "float32")
+def test_non_finite_calibration_statistics_stop_the_pass_naming_the_layer(tiny_model_dir, tmp_path, bad):
+    model, tokenizer = load_model(tiny_model_dir, "float32")
     with torch.no_grad():
         model.model.layers[1].mlp.up_proj.weight[0, 0] = bad  # down_proj of block 1 then sees non-finite inputs
+    model.save_pretrained(tmp_path / "model")
+    windows = calibration_windows(tokenizer, "gensim_news", 4, 32, 0)
     with pytest.raises(NonFiniteStatsError, match=r"layer model\.layers\.1\.mlp\.down_proj contain NaN or Inf"):
-        prune_model(model, load_windows(calibration), get_method("wanda"), tmp_path / "ckpt", batch_size=4)
-    assert (tmp_path / "ckpt/block_0000.safetensors").exists()  # block 0 was fine and stays checkpointed
-    assert not (tmp_path / "ckpt/block_0001.safetensors").exists()
+        calibrate(tmp_path / "model", torch.float32, windows, tmp_path / "out", tmp_path / "work", torch.device("cpu"), 4, hessian=False)
+    assert (tmp_path / "work/block_0000.safetensors").exists()  # block 0 was fine and stays recorded
+    assert not (tmp_path / "work/block_0001.safetensors").exists() and not (tmp_path / "out").exists()
 
 
 def test_unknown_hub_model_without_network_fails_within_seconds(tmp_path):
     start = time.perf_counter()
     with pytest.raises(ModelFetchError, match=r"(cannot reach the Hugging Face hub to fetch|no model) 'no-such-org/no-such-model'"):
-        fetch_model({"source": "hub", "id": "no-such-org/no-such-model", "dtype": "float32"}, tmp_path / "model")
+        fetch_model({"source": "hub", "id": "no-such-org/no-such-model", "dtype": "float32", "num_layers": 2}, tmp_path / "model")
     assert time.perf_counter() - start < 30
     assert not (tmp_path / "model").exists()
 
@@ -64,7 +59,7 @@ def _snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess
 
 
 def test_second_workflow_on_the_same_results_is_refused_by_the_lock(tmp_path):
-    target = "results/runs/tiny-llama/wanda/b0/pruned.safetensors"
+    target = "results/runs/tiny-llama/wanda/b0/summary.json"
     first = _snakemake(tmp_path, target, env={DELAY_ENV: "4"})
     lock_dir = tmp_path / ".snakemake/locks"
     deadline = time.time() + 120
@@ -75,5 +70,5 @@ def test_second_workflow_on_the_same_results_is_refused_by_the_lock(tmp_path):
     first_out, _ = first.communicate(timeout=600)
     assert second.returncode != 0 and "Directory cannot be locked" in second_out
     assert first.returncode == 0, first_out[-4000:]
-    tensors, meta = load_tensors(tmp_path / target)
-    assert meta["method"] == "wanda" and len([k for k in tensors if k.endswith(".weight")]) == 3 * 7
+    weights = [k for block in block_tensors(tmp_path / "results/runs/tiny-llama/wanda/b0/pruned") for k in block if k.endswith(".weight")]
+    assert len(weights) == 3 * 7

@@ -2,16 +2,11 @@ import pytest
 import torch
 
 import armor
-
-from armor.methods import magnitude
-from armor.methods import nowag
-from armor.methods import sparsegpt
-from armor.methods import wanda
-from armor.methods import METHODS, get_method
+from armor.methods import METHODS, get_method, magnitude, nowag, sparsegpt, wanda
 from armor.methods.armor import prune_block
+from armor.methods.base import LayerStats
 from armor.normalize import normalize
 from armor.sparsity import is_24
-from armor.methods.base import LayerStats
 
 
 def _layer(d_out: int = 32, d_in: int = 64, tokens: int = 512, seed: int = 0):

@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from armor.optimizer import blockdiag as bd
-from armor.inference.armor_linear import ArmorLinear
-from armor.pipeline.data import calibration_windows, evaluation_windows, save_windows
-from armor.pipeline.models import apply_weights, load_model, load_tokenizer
-from armor.inference.packed import compress_24, decompress_24, load_pruned, pack, packed_bytes
 from armor.evaluation.perplexity import perplexity
-from armor.pipeline.runs import load_pruned_weights, prune_run
+from armor.inference.armor_linear import ArmorLinear
+from armor.inference.packed import compress_24, decompress_24, load_pruned, pack, packed_bytes
+from armor.optimizer import blockdiag as bd
+from armor.pipeline.data import calibration_windows, evaluation_windows
+from armor.pipeline.driver import prune_model
+from armor.pipeline.models import load_model, load_tokenizer
+from armor.pipeline.runs import apply_run
 from armor.sparsity import mask_24
 
 
@@ -49,12 +50,12 @@ def runs(tiny_model_dir, tmp_path_factory):
     """ARMOR, SparseGPT and dense runs of the tiny model, and evaluation windows."""
     root = tmp_path_factory.mktemp("runs")
     tok = load_tokenizer(tiny_model_dir)
-    save_windows(root / "calib.safetensors", calibration_windows(tok, "gensim_news", 8, 32, 0))
+    calibration = calibration_windows(tok, "gensim_news", 8, 32, 0)
     windows = evaluation_windows(tok, "gensim_news", 64, max_windows=4)
     options = {"armor": {"block_size": 16, "iterations": 10, "lr": 1e-3}, "sparsegpt": {}, "dense": {}}
     for method, opts in options.items():
-        prune_run(tiny_model_dir, "float32", root / "calib.safetensors", method, opts, "independent", root / method / "ckpt", root / method, device="cpu", batch_size=4)
-        pack(tiny_model_dir, "float32", root / method / "pruned.safetensors", root / method / "packed")
+        prune_model(tiny_model_dir, "float32", method, opts, calibration, root / method, batch_size=4)
+        pack(tiny_model_dir, "float32", root / method / "pruned", root / method / "packed")
     return root, windows
 
 
@@ -62,7 +63,7 @@ def runs(tiny_model_dir, tmp_path_factory):
 def test_prune_pack_load_gives_the_same_perplexity(tiny_model_dir, runs, method):
     root, windows = runs
     reference, _ = load_model(tiny_model_dir, "float32")
-    apply_weights(reference, load_pruned_weights(root / method / "pruned.safetensors"))
+    apply_run(reference, root / method / "pruned")
     packed = load_pruned(root / method / "packed")
     assert sum(isinstance(m, ArmorLinear) for m in packed.modules()) == 3 * 7
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""The tiny-model DAG through a real single-node SLURM on localhost, with a prune job that hits its time limit.
+"""The tiny-model DAG through a real single-node SLURM on localhost: two prune parts of one run at the same time,
+one of which hits its time limit, is resubmitted alone and resumes.
 
 tests/slurm/start_slurm.sh installs Debian's slurmctld, slurmd and munge and starts them (root only). Without root
 the test is skipped, unless ARMOR_REQUIRE_SLURM=1 (set by .ci/run) turns that into a failure.
@@ -8,16 +9,18 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from armor.pipeline.blockwise import DELAY_ENV
+from armor.pipeline.prune import DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK_DELAY_S = 40  # 3 blocks -> about 2 minutes of pruning against a first-attempt limit of 1 minute
+BLOCK_DELAY_S = 30  # part 0 (3 blocks) needs about 100 s against a first-attempt limit of 1 minute, part 1 (1 block) 40 s
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +50,22 @@ def _local_profile(out: Path) -> Path:
 
 
 def _config(out: Path) -> Path:
-    """The tiny config with dense and Wanda only, and every first attempt limited to 1 minute."""
+    """The tiny config with 4 blocks, dense and NoWag-P (independent: 3 + 1 blocks per prune job), and every first
+    attempt limited to 1 minute."""
     config = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
-    config |= {"methods": ["dense", "wanda"], "runtime_scale": 1 / 1440}
+    config |= {"methods": ["dense", "nowag_p"], "runtime_scale": 1 / 1440, "prune": {"blocks_per_job": 3}}
+    config["models"]["tiny-llama"]["config"]["num_hidden_layers"] = 4
     config.pop("downstream")
     out.write_text(yaml.safe_dump(config))
     return out
+
+
+def _running_parts(stop: threading.Event, seen: list[int]) -> None:
+    """Poll squeue until stopped, recording how many prune_part jobs run at each poll."""
+    while not stop.is_set():
+        states = subprocess.run(["squeue", "-h", "-o", "%T|%k"], capture_output=True, text=True).stdout.splitlines()
+        seen.append(sum(1 for line in states if line.startswith("RUNNING|rule_prune_part")))
+        time.sleep(1)
 
 
 def test_tiny_dag_through_slurm_resumes_a_timed_out_prune_job(slurm, tmp_path):
@@ -60,17 +73,27 @@ def test_tiny_dag_through_slurm_resumes_a_timed_out_prune_job(slurm, tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(work), "--profile",
            str(_local_profile(tmp_path / "profile")), "results/tables/main.csv", "--configfile", str(_config(tmp_path / "config.yaml"))]
     env = {**os.environ, DELAY_ENV: str(BLOCK_DELAY_S), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    stop, running = threading.Event(), []
+    poller = threading.Thread(target=_running_parts, args=(stop, running))
+    poller.start()
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    finally:
+        stop.set()
+        poller.join()
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
 
     table = pd.read_csv(work / "results/tables/main.csv")
-    assert table["method"].tolist() == ["dense", "wanda"] and (table["ppl_news"] > 1).all()
-    logs = {p.parent.name: p for p in (work / ".snakemake/slurm_logs/rule_prune").rglob("*.log")}
-    attempts = sorted((p for p in (work / ".snakemake/slurm_logs/rule_prune/tiny-llama_wanda_0").glob("*.log")), key=lambda p: int(p.stem))
-    assert len(attempts) == 2, logs
-    first, second = (p.read_text() for p in attempts)
+    assert table["method"].tolist() == ["dense", "nowag_p"] and (table["ppl_news"] > 1).all()
+    assert max(running) == 2, running  # both parts of the NoWag-P run were RUNNING at once
+    logs = work / ".snakemake/slurm_logs/rule_prune_part"
+    attempts = {part: sorted((logs / f"tiny-llama_nowag_p_0_{part}").glob("*.log"), key=lambda p: int(p.stem)) for part in (0, 1)}
+    assert len(attempts[1]) == 1, attempts  # the short part finished in its first attempt ...
+    assert len(attempts[0]) == 2, attempts  # ... and only the long one was resubmitted
+    first, second = (p.read_text() for p in attempts[0])
     assert "DUE TO TIME LIMIT" in first and re.search(r"runtime=1\b", first)
     assert re.search(r"runtime=2\b", second) and "--attempt 2" in second  # the retry asks for twice the time
-    prune_log = (work / "results/logs/prune/tiny-llama/wanda/b0.log").read_text()
-    assert "resumed from checkpoint" in prune_log and "block 3/3 pruned" in prune_log
+    prune_log = (work / "results/logs/prune/tiny-llama/nowag_p/b0/part0.log").read_text()
+    assert "block 0 (1/3 of this part) resumed from checkpoint" in prune_log and "block 2 (3/3 of this part) pruned" in prune_log
+    assert len(list((work / ".snakemake/slurm_logs/rule_calibrate").rglob("*.log"))) == 1  # nothing else ran again

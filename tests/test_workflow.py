@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from armor.pipeline.blockwise import FAULT_ENV
-from armor.pipeline.checkpoint import load_tensors
+from armor.pipeline.assemble import run_metadata
+from armor.pipeline.prune import FAULT_ENV
+from armor.pipeline.runs import block_tensors
 from armor.sparsity import is_24
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,8 @@ def test_main_table_has_a_row_per_method(workflow_dir):
     assert by_method.loc["armor", "proxy_loss"] < by_method.loc["nowag_p", "proxy_loss"]
     assert by_method.loc["armor", "overhead"] == pytest.approx(16 * (2 * 128 + 2 * 96 + 3 * 192) / 36864)  # b·(d_out + d_in) over d_out·d_in
     assert (by_method.drop("armor")["overhead"] == 0).all()
+    modes = {"dense": "none", "magnitude": "independent", "wanda": "sequential", "sparsegpt": "sequential", "nowag_p": "independent", "armor": "independent"}
+    assert by_method["calibration_mode"].to_dict() == modes
 
 
 def test_armor_trace_is_written_and_monotone(workflow_dir):
@@ -64,37 +67,40 @@ def test_armor_trace_is_written_and_monotone(workflow_dir):
 def test_every_saved_pruned_linear_is_24(workflow_dir):
     for method in METHODS[1:]:
         b = 16 if method == "armor" else 0
-        tensors, meta = load_tensors(workflow_dir / f"results/runs/tiny-llama/{method}/b{b}/pruned.safetensors")
-        sparse = [v for k, v in tensors.items() if k.endswith(".core" if method == "armor" else ".weight")]
+        pruned = workflow_dir / f"results/runs/tiny-llama/{method}/b{b}/pruned"
+        sparse = [v for block in block_tensors(pruned) for k, v in block.items() if k.endswith(".core" if method == "armor" else ".weight")]
         assert len(sparse) == 3 * 7
         assert all(is_24(w) for w in sparse), method
-        assert meta["method"] == method
+        assert run_metadata(pruned)["method"] == method
+    assert not (workflow_dir / "results/runs/tiny-llama/armor/b16/parts").exists()  # temporary parts are gone
 
 
 def test_logs_and_benchmarks_are_written(workflow_dir):
-    assert (workflow_dir / "results/logs/prune/tiny-llama/sparsegpt/b0.log").read_text().count("block 3/3") == 1
-    assert (workflow_dir / "results/benchmarks/prune/tiny-llama/sparsegpt/b0.tsv").exists()
+    assert (workflow_dir / "results/logs/prune/tiny-llama/sparsegpt/b0/chain.log").read_text().count("block 3/3") == 1
+    assert (workflow_dir / "results/benchmarks/prune/tiny-llama/sparsegpt/b0/chain.tsv").exists()
+    parts = workflow_dir / "results/logs/prune/tiny-llama/armor/b16"
+    assert "block 2 (1/1 of this part) pruned" in (parts / "part1.log").read_text()  # blocks 0-1 in part 0, block 2 in part 1
+    assert (workflow_dir / "results/logs/calibrate/tiny-llama.log").read_text().count("calibration block 3/3 recorded") == 1
 
 
 def test_killed_prune_job_resumes_on_rerun(workflow_dir, tmp_path):
     """Kill the prune job after one block; the next snakemake call finishes with identical weights."""
-    run = workflow_dir / "results/runs/tiny-llama/sparsegpt/b0"
-    reference, _ = load_tensors(run / "pruned.safetensors")
+    reference = list(block_tensors(workflow_dir / "results/runs/tiny-llama/sparsegpt/b0/pruned"))
     shutil.copytree(workflow_dir / "results", tmp_path / "results")
     shutil.rmtree(tmp_path / "results/runs/tiny-llama/sparsegpt")
-    target = "results/runs/tiny-llama/sparsegpt/b0/pruned.safetensors"
+    target = "results/runs/tiny-llama/sparsegpt/b0/summary.json"
 
     killed = snakemake(tmp_path, target, env={FAULT_ENV: "1"})
     assert killed.returncode != 0
-    assert (tmp_path / "results/checkpoints/tiny-llama/sparsegpt/b0/block_0000.safetensors").exists()
+    assert (tmp_path / "results/checkpoints/tiny-llama/sparsegpt/b0/chain/block_0000.safetensors").exists()
     assert not (tmp_path / target).exists()
 
     resumed = snakemake(tmp_path, target)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert "block 1/3 resumed from checkpoint" in (tmp_path / "results/logs/prune/tiny-llama/sparsegpt/b0.log").read_text()
-    weights, _ = load_tensors(tmp_path / target)
-    assert weights.keys() == reference.keys()
-    assert all(torch.equal(weights[k], reference[k]) for k in reference)
+    assert "block 1/3 resumed from checkpoint" in (tmp_path / "results/logs/prune/tiny-llama/sparsegpt/b0/chain.log").read_text()
+    weights = list(block_tensors(tmp_path / "results/runs/tiny-llama/sparsegpt/b0/pruned"))
+    assert [w.keys() for w in weights] == [r.keys() for r in reference]
+    assert all(torch.equal(w[k], r[k]) for w, r in zip(weights, reference) for k in r)
 
 
 def test_build_and_speed_tables(workflow_dir):
@@ -146,7 +152,7 @@ def test_tables_are_rendered_and_figures_drawn(workflow_dir):
 
 
 def test_redrawing_a_figure_reads_only_tables(workflow_dir):
-    pruned = workflow_dir / "results/runs/tiny-llama/armor/b16/pruned.safetensors"
+    pruned = workflow_dir / "results/runs/tiny-llama/armor/b16/pruned/model-00001-of-00003.safetensors"
     before = pruned.stat().st_mtime_ns
     (workflow_dir / "results/figures/pareto.png").unlink()
     plan = snakemake(workflow_dir, "-n", "--quiet", "rules")

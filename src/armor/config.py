@@ -33,6 +33,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: set exactly one of {', '.join(choices)}"
     if error.validator == "pattern" and error.validator_value and isinstance(error.instance, str):
         return f"{where}: name {error.instance!r} must match {schema['pattern']}"
+    if error.validator == "type" and "description" in schema:
+        return f"{where}: {error.message} ({schema['description']})"
     return f"{where}: {error.message}"
 
 

@@ -1,8 +1,11 @@
-"""Benchmark: milliseconds per ARMOR iteration per layer shape and per whole decoder block.
+"""Benchmark: ms per ARMOR iteration for every linear shape of the paper's models, and what the grid would take.
 
-A whole block's time, times the model's blocks and 20,000 iterations, projects a full run.
+Each distinct (d_out, d_in) is timed as one layer (the solver's work scales with the layer count of a batch);
+a decoder block's iteration is the sum over its linears. Times 20,000 iterations and the blocks of every model
+give the ARMOR part of the paper grid in worker-hours; spread over 16 workers (prune parts are independent jobs)
+that is the grid's wall time on 16 devices as fast as the one measured.
 
-Run `python -m armor.bench.iteration [--out CSV]`; prints a table and writes one CSV row per case.
+Run `python -m armor.bench.iteration [--models ...] [--block-size 128] [--solver adam]`.
 """
 
 import argparse
@@ -14,83 +17,97 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.optimizer.bcd import Options, Problem
-from armor.pipeline.cpu import keep_freed_memory
 from armor.inference.speed import environment, synchronize
+from armor.optimizer.adam import GuardCounts, LayerAdam
+from armor.optimizer.bcd import Options, iterate
+from armor.optimizer.problem import Problem
+from armor.pipeline.cpu import keep_freed_memory
 from armor.reporting.tables import write_csv
 
 log = logging.getLogger(__name__)
 
-# The linear shapes (d_out, d_in) of one decoder block and how many layers share each shape.
-BLOCKS = {
-    "llama2-7b": {(4096, 4096): 4, (11008, 4096): 2, (4096, 11008): 1},
-    "smollm2-135m": {(576, 576): 2, (192, 576): 2, (1536, 576): 2, (576, 1536): 1},
+
+def llama_block(hidden: int, mlp: int, kv: int) -> dict[tuple[int, int], int]:
+    """Linear shapes (d_out, d_in) of a Llama/Qwen decoder block and how many layers have each."""
+    shapes: dict[tuple[int, int], int] = {}
+    for shape in [(hidden, hidden)] * 2 + [(kv, hidden)] * 2 + [(mlp, hidden)] * 2 + [(hidden, mlp)]:
+        shapes[shape] = shapes.get(shape, 0) + 1
+    return shapes
+
+
+# (decoder blocks, block shapes) of the paper grid (config.yaml) and of the demo model
+MODELS = {
+    "llama2-7b": (32, llama_block(4096, 11008, 4096)),
+    "llama2-13b": (40, llama_block(5120, 13824, 5120)),
+    "llama2-70b": (80, llama_block(8192, 28672, 1024)),
+    "llama3-8b": (32, llama_block(4096, 14336, 1024)),
+    "llama3-70b": (80, llama_block(8192, 28672, 1024)),
+    "qwen2.5-7b": (28, llama_block(3584, 18944, 512)),
+    "qwen2.5-14b": (48, llama_block(5120, 13824, 1024)),
+    "qwen2.5-32b": (64, llama_block(5120, 27648, 1024)),
+    "qwen2.5-72b": (80, llama_block(8192, 29568, 1024)),
+    "smollm2-135m": (30, llama_block(576, 1536, 192)),
 }
-N_BLOCKS = {"llama2-7b": 32, "smollm2-135m": 30}
-PROJECTED_ITERATIONS = 20000
+GRID = [m for m in MODELS if m != "smollm2-135m"]
+PAPER_ITERATIONS, WORKERS = 20000, 16
 
 
-def time_block(shapes: dict[tuple[int, int], int], block_size: int, device: torch.device, iterations: int) -> float:
-    """Mean seconds of one full iteration (gradient, Adam step, selection, sparse step) over a block."""
+def time_layer(d_out: int, d_in: int, opts: Options, device: torch.device, iterations: int) -> float:
+    """Mean seconds of one full iteration (continuous step, selection, sparse steps) on one random layer."""
     g = torch.Generator(device=device).manual_seed(0)
-    problems = []
-    for (d_out, d_in), count in shapes.items():
-        w = torch.randn(count, d_out, d_in, generator=g, device=device)
-        h = torch.rand(count, d_in, generator=g, device=device) + 0.1
-        problems.append(Problem(w, h, Options(block_size=block_size, lr=1e-4)))
-
-    def one_iteration() -> None:
-        for prob in problems:
-            active = torch.ones(prob.loss.shape[0], dtype=torch.bool, device=device)
-            grads = prob.gradients()
-            prob.continuous_step(grads, active)
-            prob.sparse_step(prob.select(grads["core"]), active)
-
-    one_iteration()  # warm-up: allocator, kernels
+    prob = Problem(torch.randn(1, d_out, d_in, generator=g, device=device), torch.rand(1, d_in, generator=g, device=device) + 0.1, opts.block_size)
+    adam = LayerAdam(prob.params(), opts.lr) if opts.solver == "adam" else None
+    counts = GuardCounts(torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device))
+    active = torch.ones(1, dtype=torch.bool, device=device)
+    iterate(prob, opts, active, adam, counts)  # warm-up: allocator, kernels
     synchronize(device)
     start = time.perf_counter()
     for _ in range(iterations):
-        one_iteration()
+        iterate(prob, opts, active, adam, counts)
     synchronize(device)
     return (time.perf_counter() - start) / iterations
 
 
 def main() -> None:
-    """Time the configured cases on the CPU and, when present, the GPU; print and write CSV."""
+    """Time every shape on the CPU (and a GPU when present); write per-shape and per-model rows and the grid projection."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_iteration.csv"))
-    parser.add_argument("--cpu-iterations", type=int, default=5)
-    parser.add_argument("--gpu-iterations", type=int, default=20)
-    parser.add_argument("--models", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--solver", default="adam", choices=["adam", "exact"])
+    parser.add_argument("--iterations", type=int, default=3)
     args = parser.parse_args()
     logs.setup()
     keep_freed_memory()
-    cases = [("smollm2-135m", 32), ("smollm2-135m", 64), ("smollm2-135m", 128), ("llama2-7b", 128)]
+    opts = Options(block_size=args.block_size, solver=args.solver)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = []
     for device in devices:
-        n = args.gpu_iterations if device.type == "cuda" else args.cpu_iterations
-        for model, b in cases:
-            if model not in args.models:
-                continue
-            parts = [("block", BLOCKS[model])] + [(f"{o}x{i}", {(o, i): 1}) for o, i in BLOCKS[model]]
-            for part, shapes in parts:
-                seconds = time_block(shapes, b, device, n)
-                hours = seconds * N_BLOCKS[model] * PROJECTED_ITERATIONS / 3600 if part == "block" else None
-                rows.append(
-                    {
-                        "model": model, "part": part, "block_size": b, **environment(device),
-                        "layers": sum(shapes.values()), "timed_iterations": n,
-                        "ms_per_iteration": round(seconds * 1000, 2),
-                        "projected_hours_20k_iterations": "" if hours is None else round(hours, 2),
-                    }
-                )
-                log.info("%s %s b=%d on %s: %.1f ms per iteration", model, part, b, device.type, seconds * 1000)
-    write_csv(pd.DataFrame(rows), args.out)
-    print(f"{'model':14} {'part':11} {'b':>4} {'device':6} {'ms/iter':>9} {'whole model, 20k it (h)':>24}  device")
-    for r in rows:
-        print(f"{r['model']:14} {r['part']:11} {r['block_size']:>4} {r['device']:6} {r['ms_per_iteration']:>9} "
-              f"{r['projected_hours_20k_iterations']:>24}  {r['device_name']}")
+        seconds: dict[tuple[int, int], float] = {}
+        for model in args.models:
+            for shape in MODELS[model][1]:
+                if shape not in seconds:
+                    seconds[shape] = time_layer(*shape, opts, device, args.iterations)
+                    log.info("%dx%d on %s: %.1f ms per iteration", *shape, device.type, seconds[shape] * 1000)
+        for model in args.models:
+            blocks, shapes = MODELS[model]
+            block_s = sum(count * seconds[shape] for shape, count in shapes.items())
+            rows.append({
+                "model": model, "blocks": blocks, "block_size": args.block_size, "solver": args.solver, **environment(device),
+                "ms_per_block_iteration": round(block_s * 1000, 1),
+                "hours_per_block_20k": round(block_s * PAPER_ITERATIONS / 3600, 2),
+                "worker_hours_20k": round(block_s * PAPER_ITERATIONS * blocks / 3600, 1),
+            })
+    table = pd.DataFrame(rows)
+    write_csv(table, args.out)
+    print(table.to_string(index=False))
+    for device, runs in table.groupby("device_name"):
+        grid = runs[runs["model"].isin(GRID)]
+        if len(grid) == len(GRID):
+            longest_job = (grid["hours_per_block_20k"] * 4).max()  # a prune part holds 4 blocks
+            wall = max(grid["worker_hours_20k"].sum() / WORKERS, longest_job)
+            print(f"{device}: ARMOR over the paper grid = {grid['worker_hours_20k'].sum():.0f} worker-hours; on {WORKERS} such "
+                  f"workers about {wall:.0f} h ({wall / 24:.1f} days), longest prune job {longest_job:.0f} h")
     print(f"wrote {args.out}")
 
 

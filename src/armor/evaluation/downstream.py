@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from armor.pipeline.checkpoint import atomic_dir
+from armor.pipeline.checkpoint import atomic_dir, atomic_write_json
 from armor.pipeline.data import source_text
 from armor.pipeline.models import package_file
+from armor.pipeline.runs import pruned_model
 
 log = logging.getLogger(__name__)
 
@@ -163,4 +164,15 @@ def evaluate(model: Any, tokenizer: Any, tasks: dict[str, dict[str, Any]], task_
         stderr = result.get(f"{metric}_stderr,{filt}")
         scores[label] = {"score": float(result[key]), "stderr": float(stderr) if isinstance(stderr, float) else float("nan")}
         log.info("task %s: %s = %.4f", label, key, scores[label]["score"])
+    return scores
+
+
+def evaluate_downstream(
+    model_dir: Path, dtype: str, pruned: Path, tasks: dict[str, dict[str, Any]], task_dir: Path | None, out: Path,
+    device: str = "auto", batch_size: int = 8,
+) -> dict[str, dict[str, float]]:
+    """lm-eval scores of a pruned run on every configured task, written to out as JSON."""
+    model, tokenizer, dev = pruned_model(model_dir, dtype, pruned, device)
+    scores = evaluate(model, tokenizer, tasks, task_dir, batch_size, str(dev))
+    atomic_write_json(out, scores)
     return scores

@@ -11,8 +11,11 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from armor.inference.armor_linear import ArmorLinear
-from armor.pipeline.checkpoint import atomic_dir, load_tensors
-from armor.pipeline.models import DTYPES, block_linears, decoder_layers, load_model
+from armor.pipeline.assemble import run_metadata
+from armor.pipeline.blocks import block_linears, decoder_layers
+from armor.pipeline.checkpoint import atomic_dir
+from armor.pipeline.models import DTYPES, load_model
+from armor.pipeline.runs import block_tensors
 from armor.sparsity import GROUP, KEEP, PATTERNS
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,8 @@ def _fold(tensors: dict[str, Tensor], name: str, dtype: torch.dtype) -> tuple[Te
 def pack(model_dir: Path, dtype: str, pruned: Path, out_dir: Path) -> None:
     """Write the packed model of one run: model.safetensors, armor.json, config and tokenizer."""
     model, tokenizer = load_model(model_dir, dtype)
-    tensors, meta = load_tensors(pruned)
+    meta = run_metadata(pruned)
+    tensors = {k: v for block in block_tensors(pruned) for k, v in block.items()}
     torch_dtype = DTYPES[dtype]
     state: dict[str, Tensor] = {}
     layers: dict[str, dict[str, Any]] = {}

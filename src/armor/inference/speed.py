@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import transformers
 
-from armor.optimizer import blockdiag as bd
 from armor.inference.armor_linear import ArmorLinear
 from armor.inference.packed import load_pruned, packed_bytes
+from armor.optimizer import blockdiag as bd
 from armor.sparsity import mask_24
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from torch import Tensor
 from armor.methods import armor, magnitude, nowag, sparsegpt, wanda
 from armor.methods.base import LayerResult, LayerStats
 
-
 BlockPruner = Callable[[dict[str, Tensor], dict[str, LayerStats], dict[str, Any]], dict[str, LayerResult]]
 
 
@@ -20,6 +19,7 @@ class Method:
     name: str
     prune_block: BlockPruner | None  # None: the method leaves the weights as they are
     needs_hessian: bool = False
+    default_mode: str = "independent"  # calibration mode: as the method's reference code calibrates
 
 
 def per_layer(prune: Callable[[Tensor, LayerStats], Tensor]) -> BlockPruner:
@@ -34,10 +34,10 @@ def per_layer(prune: Callable[[Tensor, LayerStats], Tensor]) -> BlockPruner:
 
 
 METHODS: dict[str, Method] = {
-    "dense": Method("dense", None),
+    "dense": Method("dense", None, default_mode="none"),
     "magnitude": Method("magnitude", per_layer(magnitude.prune)),
-    "wanda": Method("wanda", per_layer(wanda.prune)),
-    "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune), needs_hessian=True),
+    "wanda": Method("wanda", per_layer(wanda.prune), default_mode="sequential"),
+    "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune), needs_hessian=True, default_mode="sequential"),
     "nowag_p": Method("nowag_p", per_layer(nowag.prune)),
     "armor": Method("armor", armor.prune_block),
 }

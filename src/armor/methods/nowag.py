@@ -4,9 +4,9 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from armor.methods.base import LayerStats
 from armor.normalize import normalize
 from armor.sparsity import mask_24
-from armor.methods.base import LayerStats
 
 
 class NoWagStart(NamedTuple):

@@ -3,8 +3,8 @@
 import torch
 from torch import Tensor
 
-from armor.sparsity import GROUP, mask_24
 from armor.methods.base import LayerStats
+from armor.sparsity import GROUP, mask_24
 
 PERCDAMP = 0.01
 BLOCKSIZE = 128

@@ -2,8 +2,8 @@
 
 from torch import Tensor
 
-from armor.sparsity import mask_24
 from armor.methods.base import LayerStats
+from armor.sparsity import mask_24
 
 
 def prune(weight: Tensor, stats: LayerStats) -> Tensor:

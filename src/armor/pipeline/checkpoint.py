@@ -85,14 +85,23 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | 
     atomic_write_text(path.with_name(path.name + ".sha256"), digest + "\n")
 
 
-def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Load tensors and metadata saved by `save_tensors`; ValueError if the checksum fails."""
+def verify(path: Path) -> None:
+    """Check a file saved by `save_tensors` against its checksum sidecar; ValueError if it fails."""
     sidecar = path.with_name(path.name + ".sha256")
     if not sidecar.exists() or sidecar.read_text().strip() != _sha256(path):
         raise ValueError(f"checksum mismatch or missing checksum for {path}")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The JSON metadata of a safetensors file written by `save_tensors`, without loading its tensors."""
     with safe_open(path, framework="pt") as f:
-        meta = json.loads(f.metadata().get("meta", "{}"))
-    return load_file(path), meta
+        return json.loads((f.metadata() or {}).get("meta", "{}"))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Load tensors and metadata saved by `save_tensors`; ValueError if the checksum fails."""
+    verify(path)
+    return load_file(path), read_meta(path)
 
 
 def load_if_valid(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
@@ -106,3 +115,9 @@ def load_if_valid(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
         return None
+
+
+def move_tensors(src: Path, dst: Path) -> None:
+    """Move a file written by `save_tensors` and its checksum sidecar."""
+    src.rename(dst)
+    src.with_name(src.name + ".sha256").rename(dst.with_name(dst.name + ".sha256"))

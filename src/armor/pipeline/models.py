@@ -1,13 +1,15 @@
-"""Fetching models once into a plain safetensors copy, loading them, and finding their linears."""
+"""Model sources (hub, local folder, GGUF, random), fetching them once as safetensors, and loading them."""
 
 import importlib.util
+import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from armor.pipeline.checkpoint import atomic_dir
@@ -35,17 +37,6 @@ def package_file(package: str, file: str) -> Path:
     return path
 
 
-def _gguf(spec: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    path = package_file(spec["package"], spec["file"])
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[spec["dtype"]])
-    config = model.config
-    del config.quantization_config  # a GGUF-loaded model only saves once this is gone
-    plain = AutoModelForCausalLM.from_config(config, dtype=DTYPES[spec["dtype"]])
-    plain.load_state_dict(model.state_dict())
-    return plain, tokenizer
-
-
 def _check_hub(name: str, revision: str | None) -> None:
     """Fail within seconds, naming the cause, when the hub is unreachable or has no such model (skipped offline)."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
@@ -64,66 +55,112 @@ def _check_hub(name: str, revision: str | None) -> None:
     except Exception as err:  # the HTTP client's connection and timeout errors
         raise ModelFetchError(
             f"cannot reach the Hugging Face hub to fetch {name!r} ({err.__class__.__name__}: {err}). Without network, use a "
-            "local source (source: gguf), or fill the Hugging Face cache elsewhere and set HF_HUB_OFFLINE=1"
+            "local source (source: local with a path, or gguf), or fill the Hugging Face cache elsewhere and set HF_HUB_OFFLINE=1"
         ) from err
 
 
-def _hub(spec: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
+
+
+def _save_loaded(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _convert(folder: Path, spec: dict[str, Any], out: Path) -> None:
+    """Load a folder holding only PyTorch .bin weights and save it as safetensors (the whole model in memory)."""
+    log.warning("%s has no safetensors weights: loading the whole model once to convert it", folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[spec["dtype"]], local_files_only=True)
+    _save_loaded(model, AutoTokenizer.from_pretrained(folder, local_files_only=True), out)
+
+
+def _hub(spec: dict[str, Any], out: Path) -> None:
+    """Download the model's files (no model is loaded): safetensors shards, config and tokenizer."""
+    from huggingface_hub import snapshot_download
+
     name, revision = spec["id"], spec.get("revision")
     _check_hub(name, revision)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=DTYPES[spec["dtype"]])
+        snapshot_download(name, revision=revision, local_dir=out, allow_patterns=HUB_FILES)
+        if not any(out.glob("*.safetensors")):
+            staging = out / ".bin"
+            snapshot_download(name, revision=revision, local_dir=staging, allow_patterns=HUB_FILES + ["*.bin"])
+            _convert(staging, spec, out)
+            shutil.rmtree(staging)
     except OSError as err:
         raise ModelFetchError(
             f"could not fetch {name!r} from the Hugging Face hub ({err.__class__.__name__}: {err}). "
             "Check the id, network access, and HF_TOKEN for gated models."
         ) from err
-    return model, tokenizer
 
 
-def _random(spec: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _local(spec: dict[str, Any], out: Path) -> None:
+    """Link every file of a local Hugging Face model folder (converting .bin-only weights to safetensors)."""
+    folder = Path(spec["path"]).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise ModelFetchError(f"models.<name>.path: {folder} is not a Hugging Face model folder (no config.json)")
+    if not any(folder.glob("*.safetensors")):
+        _convert(folder, spec, out)
+        return
+    for file in folder.iterdir():
+        if file.is_file():
+            (out / file.name).symlink_to(file)
+
+
+def _gguf(spec: dict[str, Any], out: Path) -> None:
+    """Dequantise a GGUF file (by path, or inside an installed package) into plain safetensors."""
+    path = Path(spec["path"]).expanduser() if "path" in spec else package_file(spec["package"], spec["file"])
+    if not path.is_file():
+        raise ModelFetchError(f"models.<name>.path: no GGUF file at {path}")
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[spec["dtype"]])
+    config = model.config
+    del config.quantization_config  # a GGUF-loaded model only saves once this is gone
+    plain = AutoModelForCausalLM.from_config(config, dtype=DTYPES[spec["dtype"]])
+    plain.load_state_dict(model.state_dict())
+    _save_loaded(plain, tokenizer, out)
+
+
+def _random(spec: dict[str, Any], out: Path) -> None:
     tok_path = package_file(spec["tokenizer"]["package"], spec["tokenizer"]["file"])
     tokenizer = AutoTokenizer.from_pretrained(tok_path.parent, gguf_file=tok_path.name)
     settings = dict(spec["config"])
     config = AutoConfig.for_model(settings.pop("model_type", "llama"), vocab_size=len(tokenizer), **settings)
     torch.manual_seed(spec["seed"])
-    return AutoModelForCausalLM.from_config(config, dtype=DTYPES[spec["dtype"]]), tokenizer
+    _save_loaded(AutoModelForCausalLM.from_config(config, dtype=DTYPES[spec["dtype"]]), tokenizer, out)
 
 
-SOURCES = {"gguf": _gguf, "hub": _hub, "random": _random}
+SOURCES = {"hub": _hub, "local": _local, "gguf": _gguf, "random": _random}
 
 
 def fetch_model(spec: dict[str, Any], out_dir: Path) -> None:
-    """Load a model from its source and save model and tokenizer as plain safetensors, atomically."""
+    """Put the model's safetensors, config and tokenizer in out_dir, atomically; check its number of blocks."""
     log.info("fetching model (%s source)", spec["source"])
-    model, tokenizer = SOURCES[spec["source"]](spec)
     with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    log.info("saved %s (%.1f M parameters)", out_dir, sum(p.numel() for p in model.parameters()) / 1e6)
+        SOURCES[spec["source"]](spec, tmp)
+        config = AutoConfig.from_pretrained(tmp, local_files_only=True)
+        layers = getattr(config, "num_hidden_layers", None)
+        if spec.get("num_layers") is not None and layers != spec["num_layers"]:
+            raise ModelFetchError(
+                f"models.<name>.num_layers is {spec['num_layers']} but the fetched {config.model_type} model has {layers} decoder blocks"
+            )
+    log.info("saved %s (%s, %s decoder blocks)", out_dir, config.model_type, layers)
 
 
-def load_model(model_dir: Path, dtype: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a fetched model (on the CPU, eval mode) and its tokenizer, never touching the network."""
+def load_model(model_dir: Path, dtype: str, device: torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a fetched model and its tokenizer in eval mode, never touching the network.
+
+    On a CUDA device the model is spread over every visible GPU (device_map="auto"); otherwise it stays on the CPU.
+    """
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype], local_files_only=True)
+    device_map = "auto" if device is not None and device.type == "cuda" else None
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype], local_files_only=True, device_map=device_map)
     return model.eval(), tokenizer
 
 
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved beside a fetched model."""
     return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-
-
-def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
-    """The decoder blocks of a causal LM (Llama, Qwen, Mistral layout)."""
-    return model.model.layers
-
-
-def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
-    """The linear layers inside one decoder block, by their name within the block."""
-    return {name: mod for name, mod in block.named_modules() if isinstance(mod, nn.Linear)}
 
 
 def apply_weights(model: PreTrainedModel, weights: dict[str, Tensor]) -> None:
@@ -134,3 +171,32 @@ def apply_weights(model: PreTrainedModel, weights: dict[str, Tensor]) -> None:
             if param.dtype != value.dtype or param.shape != value.shape:
                 raise ValueError(f"{name}: expected {param.dtype} {tuple(param.shape)}, got {value.dtype} {tuple(value.shape)}")
             param.copy_(value)
+
+
+def _gguf_blocks(path: Path) -> int:
+    """The block count in a GGUF file's metadata."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    field = reader.fields[f"{arch}.block_count"]
+    return int(field.parts[field.data[0]][0])
+
+
+def num_blocks(spec: dict[str, Any], fetched: Path) -> int:
+    """A model's number of decoder blocks, known before any job runs (the prune jobs fan out over them).
+
+    From the fetched copy when it exists, else `num_layers` in the config, else the source itself (a random
+    config, a local folder's config.json, a GGUF file's metadata); hub models must set `num_layers`.
+    """
+    if (fetched / "config.json").is_file():
+        return AutoConfig.from_pretrained(fetched, local_files_only=True).num_hidden_layers
+    if spec.get("num_layers") is not None:
+        return spec["num_layers"]
+    if spec["source"] == "random":
+        return spec["config"]["num_hidden_layers"]
+    if spec["source"] == "local":
+        return json.loads((Path(spec["path"]).expanduser() / "config.json").read_text())["num_hidden_layers"]
+    if spec["source"] == "gguf":
+        return _gguf_blocks(Path(spec["path"]).expanduser() if "path" in spec else package_file(spec["package"], spec["file"]))
+    raise ModelFetchError("set models.<name>.num_layers (the number of decoder blocks) for hub models")

@@ -76,3 +76,22 @@ def pareto_figure(main: pd.DataFrame, speed: pd.DataFrame, pdf: Path, png: Path)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     _save(fig, pdf, png)
+
+
+def convergence_figure(curves: pd.DataFrame, pdf: Path, png: Path) -> None:
+    """ARMOR's proxy loss against wall time per solver: a whole decoder block, and one layer with Adam's 1,000-iteration loss."""
+    parts = list(dict.fromkeys(curves["part"]))
+    fig = Figure(figsize=(4.6 * len(parts), 3.6), layout="tight")
+    for ax, part in zip(fig.subplots(1, len(parts), squeeze=False)[0], parts):
+        rows = curves[curves["part"] == part]
+        for solver, curve in rows.groupby("solver", sort=False):
+            ax.plot(curve["seconds"], curve["proxy_loss"], label=solver)
+        targets = rows.dropna(subset=["target"])
+        if len(targets):
+            ax.axhline(targets["target"].iloc[0], color="grey", lw=0.8, ls="--", label="adam lr=1e-4 after 1000 it")
+        ax.set(xlabel="wall time (s)", ylabel="proxy loss" + (" (mean over layers)" if rows["layers"].iloc[0] > 1 else ""), title=part)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("ARMOR's solvers: proxy loss against time")
+    _save(fig, pdf, png)

@@ -6,9 +6,9 @@ import pandas as pd
 import torch
 
 from armor import logs
+from armor.inference.speed import LAYER_SHAPES, layer_speed
 from armor.pipeline.models import DTYPES
 from armor.pipeline.runs import resolve_device
-from armor.inference.speed import LAYER_SHAPES, layer_speed
 from armor.reporting.tables import write_csv
 
 logs.setup(snakemake.log[0])

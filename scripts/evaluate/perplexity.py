@@ -1,20 +1,19 @@
-"""Rule lm_eval: lm-evaluation-harness scores of one pruned model."""
+"""Rule perplexity: evaluate one pruned model on every evaluation set."""
 
 from pathlib import Path
 
 import torch
 
 from armor import logs
-from armor.pipeline.runs import evaluate_downstream
+from armor.evaluation.perplexity import evaluate_run
 
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-evaluate_downstream(
+evaluate_run(
     model_dir=Path(snakemake.input.model),
     dtype=snakemake.params.dtype,
     pruned=Path(snakemake.input.pruned),
-    tasks=snakemake.params.tasks,
-    task_dir=Path(snakemake.input.tasks) if snakemake.input.tasks else None,
+    windows={name: Path(path) for name, path in zip(snakemake.params.datasets, snakemake.input.windows, strict=True)},
     out=Path(snakemake.output[0]),
     device=snakemake.params.device,
     batch_size=snakemake.params.batch_size,

@@ -1,19 +1,20 @@
-"""Rule perplexity: evaluate one pruned model on every evaluation set."""
+"""Rule snapshot_perplexity: perplexity of one ARMOR run at its saved intermediate iterations."""
 
 from pathlib import Path
 
 import torch
 
 from armor import logs
-from armor.pipeline.runs import evaluate_run
+from armor.evaluation.perplexity import evaluate_snapshots
 
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-evaluate_run(
+evaluate_snapshots(
     model_dir=Path(snakemake.input.model),
     dtype=snakemake.params.dtype,
     pruned=Path(snakemake.input.pruned),
-    windows={name: Path(path) for name, path in zip(snakemake.params.datasets, snakemake.input.windows, strict=True)},
+    windows=Path(snakemake.input.windows),
+    iterations=snakemake.params.iterations,
     out=Path(snakemake.output[0]),
     device=snakemake.params.device,
     batch_size=snakemake.params.batch_size,

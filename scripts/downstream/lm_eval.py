@@ -1,20 +1,20 @@
-"""Rule snapshot_perplexity: perplexity of one ARMOR run at its saved intermediate iterations."""
+"""Rule lm_eval: lm-evaluation-harness scores of one pruned model."""
 
 from pathlib import Path
 
 import torch
 
 from armor import logs
-from armor.pipeline.runs import evaluate_snapshots
+from armor.evaluation.downstream import evaluate_downstream
 
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-evaluate_snapshots(
+evaluate_downstream(
     model_dir=Path(snakemake.input.model),
     dtype=snakemake.params.dtype,
     pruned=Path(snakemake.input.pruned),
-    windows=Path(snakemake.input.windows),
-    iterations=snakemake.params.iterations,
+    tasks=snakemake.params.tasks,
+    task_dir=Path(snakemake.input.tasks) if snakemake.input.tasks else None,
     out=Path(snakemake.output[0]),
     device=snakemake.params.device,
     batch_size=snakemake.params.batch_size,

@@ -6,8 +6,8 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.pipeline.runs import resolve_device
 from armor.inference.speed import model_speed
+from armor.pipeline.runs import resolve_device
 from armor.reporting.tables import write_csv
 
 logs.setup(snakemake.log[0])

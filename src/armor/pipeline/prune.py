@@ -1,0 +1,145 @@
+"""Pruning decoder blocks with one checkpoint per block (a killed job resumes at its first unfinished block).
+
+Independent calibration: a part of consecutive blocks, each from its recorded statistics, reading only that block's
+weights (parts run as separate jobs). Sequential calibration: the whole chain in one job, each block calibrated on
+the outputs of the pruned blocks before it.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from armor.methods import Method, get_method
+from armor.methods.base import LayerStats
+from armor.pipeline.blocks import BlockRunner, WeightFiles, block_linears, decoder_layers, layers_path, skeleton
+from armor.pipeline.calibration import load_stats
+from armor.pipeline.checkpoint import atomic_dir, load_if_valid, move_tensors, save_tensors
+from armor.pipeline.models import DTYPES
+from armor.pipeline.stats import StatsCollector
+from armor.proxy_loss import relative_loss
+from armor.sparsity import zero_count
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "ARMOR_FAULT_AFTER_BLOCKS"  # testing aid: SIGKILL this process after N newly pruned blocks
+DELAY_ENV = "ARMOR_DELAY_PER_BLOCK"  # testing aid: sleep this many seconds after each newly pruned block (time-limit tests)
+BLOCK_FILE = "block_{:04d}.safetensors"
+
+
+def block_path(folder: Path, index: int) -> Path:
+    """The file holding one pruned decoder block."""
+    return Path(folder) / BLOCK_FILE.format(index)
+
+
+def prune_linears(
+    method: Method, weights: dict[str, Tensor], stats: dict[str, LayerStats], options: dict[str, Any], index: int,
+    prefix: str, dtype: torch.dtype,
+) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+    """Prune one block's linears (float32 weights by name in the block); the tensors to save and one record per layer."""
+    results = method.prune_block(weights, stats, {**options, "seed": options.get("seed", 0) + index})
+    tensors: dict[str, Tensor] = {}
+    records = []
+    for name, result in results.items():
+        full = prefix + name
+        tensors |= {f"{full}.weight": result.weight.to(dtype), f"{full}.h": stats[name].h}
+        tensors |= {f"{full}.{key}": value for key, value in result.extras.items()}
+        d_out, d_in = result.weight.shape
+        records.append({
+            "layer": full, "d_out": d_out, "d_in": d_in, "proxy_loss": relative_loss(weights[name], result.weight, stats[name].h),
+            "zeros": zero_count(result.extras.get("core", result.weight)), "numel": result.weight.numel(), **result.info,
+        })
+    return tensors, records
+
+
+def _after_block(newly_pruned: int, index: int) -> None:
+    """The testing aids: a pause after each newly pruned block, and a SIGKILL after N of them."""
+    delay = float(os.environ.get(DELAY_ENV, "0"))
+    if delay:
+        log.warning("%s=%g: sleeping after block %d", DELAY_ENV, delay, index)
+        time.sleep(delay)
+    fault_after = int(os.environ.get(FAULT_ENV, "0"))
+    if fault_after and newly_pruned >= fault_after:
+        log.warning("%s=%d: killing this process after block %d", FAULT_ENV, fault_after, index)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _publish(blocks: list[int], work_dir: Path, out_dir: Path) -> None:
+    """Move the finished blocks' files into out_dir at once, then drop the work folder."""
+    with atomic_dir(out_dir) as tmp:
+        for index in blocks:
+            move_tensors(block_path(work_dir, index), block_path(tmp, index))
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def prune_part(
+    model_dir: Path, dtype: str, method_name: str, options: dict[str, Any], blocks: list[int], calibration_dir: Path,
+    work_dir: Path, out_dir: Path, device: torch.device,
+) -> None:
+    """Prune decoder blocks `blocks` from the dense model's statistics, holding one block at a time."""
+    method = get_method(method_name)
+    model, files = skeleton(model_dir, DTYPES[dtype]), WeightFiles(model_dir)
+    layers, path = decoder_layers(model), layers_path(model)
+    newly_pruned = 0
+    for count, index in enumerate(blocks, 1):
+        target = block_path(work_dir, index)
+        if load_if_valid(target) is not None:
+            log.info("block %d (%d/%d of this part) resumed from checkpoint", index, count, len(blocks))
+            continue
+        start = time.perf_counter()
+        prefix = f"{path}.{index}."
+        names = list(block_linears(layers[index]))
+        loaded = files.load([f"{prefix}{n}.weight" for n in names], torch.float32, device)  # explicit fp32 for the solvers
+        weights = {n: loaded[f"{prefix}{n}.weight"] for n in names}
+        tensors, records = prune_linears(method, weights, load_stats(calibration_dir, index, device), options, index, prefix, DTYPES[dtype])
+        seconds = time.perf_counter() - start
+        save_tensors(target, tensors, {"block": index, "seconds": seconds, "layers": records})
+        newly_pruned += 1
+        mean = sum(r["proxy_loss"] for r in records) / len(records)
+        log.info("block %d (%d/%d of this part) pruned in %.1fs; mean proxy loss %.4f", index, count, len(blocks), seconds, mean)
+        del loaded, weights, tensors
+        _after_block(newly_pruned, index)
+    _publish(blocks, work_dir, out_dir)
+
+
+def prune_chain(
+    model_dir: Path, dtype: str, method_name: str, options: dict[str, Any], windows: Tensor, work_dir: Path,
+    out_dir: Path, device: torch.device, batch_size: int,
+) -> None:
+    """Prune every block in order, each calibrated on the outputs of the already-pruned blocks before it."""
+    method = get_method(method_name)
+    runner = BlockRunner(model_dir, DTYPES[dtype], windows, device, batch_size)
+    hidden = runner.hidden
+    newly_pruned = 0
+    for index in range(len(runner)):
+        start = time.perf_counter()
+        block = runner.load(index)
+        linears = block_linears(block)
+        prefix = f"{runner.prefix}.{index}."
+        target = block_path(work_dir, index)
+        saved = load_if_valid(target)
+        if saved is None:
+            with StatsCollector(linears, hessian=method.needs_hessian) as collector:
+                runner.run(index, block, hidden)
+            weights = {name: lin.weight.detach().float() for name, lin in linears.items()}  # explicit fp32 for the solvers
+            tensors, records = prune_linears(method, weights, collector.stats(prefix), options, index, prefix, DTYPES[dtype])
+            save_tensors(target, tensors, {"block": index, "seconds": time.perf_counter() - start, "layers": records})
+            newly_pruned += 1
+        else:
+            tensors = saved[0]
+        with torch.no_grad():
+            for name, lin in linears.items():
+                lin.weight.copy_(tensors[f"{prefix}{name}.weight"])
+        hidden = runner.run(index, block, hidden)
+        runner.release(index)
+        log.info("block %d/%d %s (%.1fs)", index + 1, len(runner), "resumed from checkpoint" if saved else "pruned", time.perf_counter() - start)
+        del tensors
+        if saved is None:
+            _after_block(newly_pruned, index)
+    _publish(list(range(len(runner))), work_dir, out_dir)
