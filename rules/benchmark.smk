@@ -1,6 +1,7 @@
 rule speed:
     input:
-        "results/runs/{model}/{method}/b{block_size}/packed",
+        packed="results/runs/{model}/{method}/b{block_size}/packed",
+        reference=dense_reference,
     output:
         "results/runs/{model}/{method}/b{block_size}/speed.csv",
     log:
@@ -17,6 +18,7 @@ rule speed:
         batch_sizes=config["speed"]["batch_sizes"],
         prompt_len=config["speed"]["prompt_len"],
         decode_tokens=config["speed"]["decode_tokens"],
+        rounds=config["speed"]["rounds"],
         device=config["device"],
     script:
         "../scripts/benchmark/speed.py"
@@ -67,6 +69,7 @@ rule layer_speed:
         models=config["speed"]["layer_models"],
         block_sizes=config["speed"]["layer_block_sizes"],
         tokens=config["speed"]["layer_tokens"],
+        rounds=config["speed"]["rounds"],
         dtype=config["speed"]["layer_dtype"],
         device=config["device"],
     script:

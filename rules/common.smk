@@ -60,16 +60,19 @@ def model_gpus(wildcards):
 
 
 PRUNE_BASE_GB = 2  # interpreter, torch, the skeleton model
-PRUNE_BYTES_PER_PARAM = 24  # one block: fp32 weights in, reconstructed weights, core, statistics and solver state
+# Host bytes per parameter of the block in hand: with a GPU, the fp32 weights read and the results written (the
+# solver state stays on the GPU); on the CPU also ARMOR's state (measured: about 75, README: On a SLURM cluster).
+PRUNE_BYTES_PER_PARAM = {"gpu": 24, "cpu": 96}
 
 
 def prune_mem_mb(wildcards):
-    """A prune job holds one decoder block: PRUNE_BASE_GB + PRUNE_BYTES_PER_PARAM x (params_b / blocks), in MB."""
+    """A prune job holds one decoder block: PRUNE_BASE_GB + bytes per parameter x params_b / blocks, in MB."""
     spec = config["models"][wildcards.model]
     if "params_b" not in spec:
         return model_mem_mb(wildcards)
     per_block = spec["params_b"] * 1e9 / blocks_of(wildcards.model)
-    return 1024 * math.ceil(PRUNE_BASE_GB + PRUNE_BYTES_PER_PARAM * per_block / 2**30)
+    factor = PRUNE_BYTES_PER_PARAM["cpu" if config["device"] == "cpu" else "gpu"]
+    return 1024 * math.ceil(PRUNE_BASE_GB + factor * per_block / 2**30)
 
 
 def blocks_of(model):
@@ -152,6 +155,16 @@ def armor_run_files(name):
     return [
         f"results/runs/{r['model']}/armor/b{r['block_size']}/{name}" for r in ARMOR_RUNS
     ]
+
+
+def downstream_input(wildcards):
+    """A run's lm-eval scores, when the config names tasks (the model card shows them)."""
+    return f"{run_dir(wildcards)}/downstream.json" if TASKS else []
+
+
+def dense_reference(wildcards):
+    """The dense packed model a run's speed is measured against (interleaved), when dense is configured."""
+    return f"results/runs/{wildcards.model}/dense/b0/packed" if "dense" in config["methods"] else []
 
 
 def task_dir_input(wildcards):

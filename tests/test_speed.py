@@ -1,23 +1,32 @@
-"""Benchmark timing helpers: what is timed and what is not."""
+"""Benchmark timing helpers: what is timed, in which order, and how rounds become rows."""
 
 import time
 
 import torch
 
-from armor.inference.speed import timed
+from armor.inference.speed import interleaved, ratio, spread
 
 
-def test_setup_runs_before_every_call_and_is_not_timed():
+def test_rounds_interleave_every_case_and_setup_is_not_timed():
     calls = []
 
-    def setup() -> tuple[int]:
-        time.sleep(0.05)  # e.g. a prefill that builds the KV cache
-        calls.append("setup")
-        return (len(calls),)
+    def setup(name: str):
+        def run() -> tuple[str]:
+            time.sleep(0.05)  # e.g. a prefill that builds the KV cache
+            calls.append(f"setup {name}")
+            return (name,)
 
-    def step(n: int) -> None:
-        calls.append(f"step {n}")
+        return run
 
-    seconds = timed(step, torch.device("cpu"), repeats=3, setup=setup)
-    assert calls == ["setup", "step 1", "setup", "step 3", "setup", "step 5", "setup", "step 7"]  # warm-up + 3 repeats
-    assert seconds < 0.01
+    def step(name: str) -> None:
+        calls.append(f"step {name}")
+
+    times = interleaved({"a": (step, setup("a")), "b": (step, setup("b"))}, torch.device("cpu"), rounds=2)
+    assert calls == ["setup a", "step a", "setup b", "step b"] * 3  # a warm-up round, then 2 timed rounds
+    assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+    assert max(times["a"] + times["b"]) < 0.01
+
+
+def test_spread_and_ratio_use_medians_over_rounds():
+    assert spread(100.0, [1.0, 2.0, 4.0], "tok") == {"tok": 50.0, "tok_min": 25.0, "tok_max": 100.0}
+    assert ratio([2.0, 2.0, 8.0], [1.0, 4.0, 2.0]) == 2.0  # per-round ratios 2, 0.5, 4

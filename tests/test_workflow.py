@@ -107,12 +107,17 @@ def test_build_and_speed_tables(workflow_dir):
     speed = pd.read_csv(workflow_dir / "results/tables/speed.csv")
     assert len(speed) == len(METHODS) * 2  # batch sizes 1 and 2
     assert (speed[["prefill_tokens_per_s", "decode_tokens_per_s", "peak_memory_mb", "bytes_on_disk"]] > 0).all().all()
+    assert (speed["decode_tokens_per_s_min"] <= speed["decode_tokens_per_s"]).all() and (speed["decode_tokens_per_s"] <= speed["decode_tokens_per_s_max"]).all()
+    assert (speed[speed["method"] == "dense"]["decode_vs_dense"].between(0.5, 2)).all()  # dense against itself, interleaved
     assert {"device", "device_name", "torch", "transformers"} <= set(speed.columns)
     disk = speed.drop_duplicates("method").set_index("method")["bytes_on_disk"]
     assert disk["sparsegpt"] < disk["armor"] < disk["dense"]
     layers = pd.read_csv(workflow_dir / "results/tables/layer_speed.csv")
     assert set(layers["variant"]) == {"dense", "2:4", "armor_b64"}
     assert len(layers) == 3 * 3 and (layers["kernel"] == "dense").all()  # CPU: masked dense cores
+    assert (layers["ms_min"] <= layers["ms"]).all() and (layers["ms"] <= layers["ms_max"]).all()
+    card = (workflow_dir / "results/runs/tiny-llama/armor/b16/packed/README.md").read_text()
+    assert "base_model:" in card and "ARMOR (b = 16)" in card and "| analogy |" in card
 
 
 def test_downstream_table_scores_every_run(workflow_dir):
@@ -170,3 +175,12 @@ def test_report_holds_every_table_and_figure(workflow_dir):
     html = (workflow_dir / "report.html").read_text()
     for name in ["main.csv", "downstream.csv", "blocksize.csv", "iterations.csv", "speed.csv", "layer_speed.csv", "pareto.png", "iterations.png", "blocksize.png"]:
         assert name in html, name
+
+
+def test_dense_equivalent_export_is_a_rule(workflow_dir):
+    target = "results/runs/tiny-llama/armor/b16/dense_equivalent"
+    result = snakemake(workflow_dir, target)
+    assert result.returncode == 0, result.stderr[-4000:]
+    config = (workflow_dir / target / "config.json").read_text()
+    assert '"model_type": "llama"' in config and "auto_map" not in config
+    assert (workflow_dir / target / "model.safetensors.index.json").exists() and (workflow_dir / target / "README.md").exists()

@@ -16,5 +16,5 @@ torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 device = resolve_device(p.device)
 dtype = DTYPES[p.dtype if device.type == "cuda" else "float32"]  # fp16 matmuls are not a CPU fast path
-rows = layer_speed({m: LAYER_SHAPES[m] for m in p.models}, p.block_sizes, p.tokens, dtype, device)
+rows = layer_speed({m: LAYER_SHAPES[m] for m in p.models}, p.block_sizes, p.tokens, dtype, device, p.rounds)
 write_csv(pd.DataFrame(rows), Path(snakemake.output[0]))

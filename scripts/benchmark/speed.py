@@ -13,7 +13,8 @@ from armor.reporting.tables import write_csv
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-rows = model_speed(Path(snakemake.input[0]), p.batch_sizes, p.prompt_len, p.decode_tokens, resolve_device(p.device))
+reference = Path(snakemake.input.reference) if snakemake.input.reference else None
+rows = model_speed(Path(snakemake.input.packed), reference, p.batch_sizes, p.prompt_len, p.decode_tokens, resolve_device(p.device), p.rounds)
 keys = {k: v for k, v in snakemake.wildcards.items()}
 table = pd.DataFrame([{**keys, **row} for row in rows])
 write_csv(table, Path(snakemake.output[0]))

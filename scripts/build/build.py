@@ -1,9 +1,13 @@
-"""Rule build: the packed inference model of one run."""
+"""Rule build: the packed model of one run, with its model card."""
 
 from pathlib import Path
 
 from armor import logs
+from armor.inference.model_card import model_card
 from armor.inference.packed import pack
 
 logs.setup(snakemake.log[0])
-pack(Path(snakemake.input.model), snakemake.params.dtype, Path(snakemake.input.pruned), Path(snakemake.output[0]))
+p, i, w = snakemake.params, snakemake.input, snakemake.wildcards
+card = model_card(w.model, p.spec, w.method, Path(i.summary), Path(i.perplexity), Path(i.downstream) if i.downstream else None,
+                  p.calibration, p.options, packed=True)
+pack(Path(i.model), p.dtype, Path(i.pruned), Path(snakemake.output[0]), card)

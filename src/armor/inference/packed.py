@@ -1,54 +1,56 @@
-"""The packed pruned model: compressed 2:4 cores, folded A/B blocks, and `load_pruned`."""
+"""The packed pruned model: a Hugging Face folder that plain transformers loads with trust_remote_code=True, and the
+dense-equivalent export (A·core·B multiplied out, the standard architecture, no custom code).
+
+Both are written one decoder block at a time: one safetensors file per block, one for the rest, and an index.
+"""
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from torch import Tensor
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from armor.inference.armor_linear import ArmorLinear
-from armor.pipeline.assemble import run_metadata
-from armor.pipeline.blocks import block_linears, decoder_layers
+from armor.inference import armor_linear
+from armor.inference.armor_linear import compress_24
+from armor.pipeline.assemble import INDEX, SHARD, run_files, run_metadata
+from armor.pipeline.blocks import WeightFiles, block_linears, decoder_layers, layers_path, skeleton
 from armor.pipeline.checkpoint import atomic_dir
-from armor.pipeline.models import DTYPES, load_model
-from armor.pipeline.runs import block_tensors
-from armor.sparsity import GROUP, KEEP, PATTERNS
+from armor.pipeline.models import DTYPES
 
 log = logging.getLogger(__name__)
 
-FORMAT, VERSION = "armor-packed", 1
-CODE_TO_PATTERN = torch.full((GROUP * GROUP,), -1, dtype=torch.long)  # first*4 + second kept position -> id
-CODE_TO_PATTERN[PATTERNS[:, 0] * GROUP + PATTERNS[:, 1]] = torch.arange(len(PATTERNS))
-META = "armor.json"
+FORMAT, VERSION = "armor-packed", 2
+CONFIGURATION = '''"""Configuration of a model pruned to 2:4 with armor-repro: the {base} configuration under model_type "armor"."""
+
+from transformers import {config_class}
 
 
-def compress_24(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """2:4 weight (d_out, d_in) -> kept values (d_out, d_in/2) and pattern ids, two per byte (d_out, d_in/8)."""
-    groups = weight.reshape(weight.shape[0], -1, GROUP)
-    nonzero = groups != 0
-    if (nonzero.sum(-1) > KEEP).any():
-        raise ValueError("weight is not 2:4: a group of 4 holds more than 2 non-zeros")
-    order = nonzero.float() * GROUP - torch.arange(GROUP, dtype=torch.float32)  # non-zeros first, then leftmost
-    kept = order.topk(KEEP, dim=-1).indices.sort(-1).values  # (d_out, n_groups, 2)
-    pattern = (kept[..., 0] * GROUP + kept[..., 1])  # unique code per pair
-    ids = CODE_TO_PATTERN[pattern].to(torch.uint8)
-    if ids.shape[-1] % 2:
-        ids = torch.nn.functional.pad(ids, (0, 1))
-    packed = ids[..., 0::2] | (ids[..., 1::2] << 4)
-    return groups.gather(-1, kept).reshape(weight.shape[0], -1), packed
+class ArmorConfig({config_class}):
+    model_type = "armor"
+'''
+MODELING = '''"""A {base} causal LM whose decoder linears are 2:4 cores, with ARMOR's block-diagonal wrappers where it has them
+(written by armor-repro; needs only torch and transformers)."""
+
+from transformers import {model_class}
+
+from .armor_linear import ArmorLinear
+from .configuration_armor import ArmorConfig
 
 
-def decompress_24(values: Tensor, packed: Tensor, d_in: int) -> Tensor:
-    """Inverse of `compress_24`: the dense 2:4 weight (d_out, d_in)."""
-    ids = torch.stack([packed & 0xF, packed >> 4], -1).reshape(packed.shape[0], -1)[:, : d_in // GROUP].long()
-    kept = PATTERNS.to(values.device)[ids]  # (d_out, n_groups, 2)
-    dense = values.new_zeros(values.shape[0], d_in // GROUP, GROUP)
-    dense.scatter_(-1, kept, values.reshape(values.shape[0], -1, KEEP))
-    return dense.reshape(values.shape[0], d_in)
+class ArmorForCausalLM({model_class}):
+    config_class = ArmorConfig
+
+    def __init__(self, config: ArmorConfig) -> None:
+        super().__init__(config)
+        for name, spec in config.armor["layers"].items():
+            parent, _, child = name.rpartition(".")
+            setattr(self.get_submodule(parent), child, ArmorLinear(spec["d_in"], spec["d_out"], spec["block_size"], spec["bias"]))
+'''
 
 
 def _fold(tensors: dict[str, Tensor], name: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -56,84 +58,102 @@ def _fold(tensors: dict[str, Tensor], name: str, dtype: torch.dtype) -> tuple[Te
     a, b = tensors[f"{name}.A"], tensors[f"{name}.B"]
     r_out = torch.nn.functional.pad(tensors[f"{name}.r_out"], (0, a.shape[0] * a.shape[1] - tensors[f"{name}.r_out"].numel()))
     r_in = torch.nn.functional.pad(tensors[f"{name}.r_in"], (0, b.shape[0] * b.shape[1] - tensors[f"{name}.r_in"].numel()))
-    a = a * r_out.reshape(a.shape[0], a.shape[1], 1)
-    b = b * r_in.reshape(b.shape[0], 1, b.shape[1])
-    return a.to(dtype), b.to(dtype)
+    return (a * r_out.reshape(a.shape[0], a.shape[1], 1)).to(dtype), (b * r_in.reshape(b.shape[0], 1, b.shape[1])).to(dtype)
 
 
-def pack(model_dir: Path, dtype: str, pruned: Path, out_dir: Path) -> None:
-    """Write the packed model of one run: model.safetensors, armor.json, config and tokenizer."""
-    model, tokenizer = load_model(model_dir, dtype)
-    meta = run_metadata(pruned)
-    tensors = {k: v for block in block_tensors(pruned) for k, v in block.items()}
-    torch_dtype = DTYPES[dtype]
-    state: dict[str, Tensor] = {}
+def _write_blocks(model_dir: Path, dtype: torch.dtype, pruned: Path, out: Path, linear: Any | None) -> None:
+    """Write every block's tensors, with each pruned linear's weight replaced by linear(run tensors, name), then the
+    rest; a dense run (no block files) keeps every tensor. Files: one per block, one for the rest, a Hugging Face index.
+    """
+    files, model = WeightFiles(model_dir), skeleton(model_dir, dtype)
+    path, n_blocks = layers_path(model), len(decoder_layers(model))
+    blocks = run_files(pruned)  # none for a dense run
+    total = n_blocks + 1
+    weight_map: dict[str, str] = {}
+    for index in range(n_blocks):
+        run = load_file(blocks[index]) if blocks else {}
+        prefix = f"{path}.{index}."
+        names = [prefix + name for name in block_linears(decoder_layers(model)[index])] if run else []
+        state = files.load([n for n in files.names() if n.startswith(prefix) and n.removesuffix(".weight") not in names], dtype, torch.device("cpu"))
+        for name in names:
+            state |= linear(run, name)
+        weight_map |= _save(state, out, SHARD.format(index + 1, total))
+    rest = files.load([n for n in files.names() if not n.startswith(f"{path}.")], dtype, torch.device("cpu"))
+    weight_map |= _save(rest, out, SHARD.format(total, total))
+    (out / INDEX).write_text(json.dumps({"metadata": {"format": "pt"}, "weight_map": weight_map}, indent=1) + "\n")
+
+
+def _save(state: dict[str, Tensor], out: Path, shard: str) -> dict[str, str]:
+    save_file({k: v.contiguous() for k, v in state.items()}, out / shard, metadata={"format": "pt"})
+    return {name: shard for name in state}
+
+
+def _copy_tokenizer(model_dir: Path, out: Path) -> None:
+    AutoTokenizer.from_pretrained(model_dir, local_files_only=True).save_pretrained(out)
+    if (model_dir / "generation_config.json").exists():
+        shutil.copyfile(model_dir / "generation_config.json", out / "generation_config.json")
+
+
+def pack(model_dir: Path, dtype: str, pruned: Path, out_dir: Path, card: str) -> None:
+    """Write the packed model of one run: a folder that loads with AutoModelForCausalLM(..., trust_remote_code=True).
+
+    Dense runs are the unchanged model in the standard architecture.
+    """
+    method, torch_dtype = run_metadata(pruned)["method"], DTYPES[dtype]
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     layers: dict[str, dict[str, Any]] = {}
-    linear_names = set()
-    for i, block in enumerate(decoder_layers(model)):
-        for name, lin in block_linears(block).items():
-            full = f"model.layers.{i}.{name}"
-            linear_names.add(f"{full}.weight")
-            core = tensors.get(f"{full}.core", tensors.get(f"{full}.weight", lin.weight.detach())).to(torch_dtype)
-            layers[full] = {"d_out": lin.out_features, "d_in": lin.in_features, "block_size": 0}
-            if meta.get("method") == "dense":
-                state[f"{full}.weight"] = core
-                layers[full]["dense"] = True
-                continue
-            state[f"{full}.values"], state[f"{full}.patterns"] = compress_24(core)
-            if f"{full}.A" in tensors:
-                state[f"{full}.A"], state[f"{full}.B"] = _fold(tensors, full, torch_dtype)
-                layers[full]["block_size"] = int(tensors[f"{full}.A"].shape[-1])
-    for key, value in model.state_dict().items():
-        if key not in linear_names and not (key == "lm_head.weight" and model.config.tie_word_embeddings):
-            state[key] = value.detach().contiguous()
+    files = WeightFiles(model_dir)
+
+    def packed_linear(run: dict[str, Tensor], name: str) -> dict[str, Tensor]:
+        core = run.get(f"{name}.core", run[f"{name}.weight"]).to(torch_dtype)
+        values, patterns = compress_24(core)
+        state = {f"{name}.values": values, f"{name}.patterns": patterns}
+        if f"{name}.A" in run:
+            state[f"{name}.A"], state[f"{name}.B"] = _fold(run, name, torch_dtype)
+        layers[name] = {"d_out": core.shape[0], "d_in": core.shape[1], "block_size": int(state[f"{name}.A"].shape[-1]) if f"{name}.A" in state else 0,
+                        "bias": f"{name}.bias" in files}
+        return state
+
     with atomic_dir(out_dir) as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors")
-        model.config.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        info = {"format": FORMAT, "version": VERSION, "method": meta.get("method"), "dtype": dtype, "layers": layers}
-        (tmp / META).write_text(json.dumps(info, indent=1) + "\n")
-    log.info("packed %s (%s): %.1f MB", out_dir, meta.get("method"), packed_bytes(out_dir) / 1e6)
+        if method == "dense":
+            _write_blocks(model_dir, torch_dtype, pruned, tmp, None)
+            config.save_pretrained(tmp)
+        else:
+            _write_blocks(model_dir, torch_dtype, pruned, tmp, packed_linear)
+            base_config = type(config).__name__
+            model_class = AutoModelForCausalLM._model_mapping[type(config)].__name__
+            (tmp / "configuration_armor.py").write_text(CONFIGURATION.format(base=config.model_type, config_class=base_config))
+            (tmp / "modeling_armor.py").write_text(MODELING.format(base=config.model_type, model_class=model_class))
+            shutil.copyfile(armor_linear.__file__, tmp / "armor_linear.py")
+            settings = config.to_dict() | {
+                "model_type": "armor", "architectures": ["ArmorForCausalLM"], "dtype": dtype,
+                "auto_map": {"AutoConfig": "configuration_armor.ArmorConfig", "AutoModelForCausalLM": "modeling_armor.ArmorForCausalLM"},
+                "armor": {"format": FORMAT, "version": VERSION, "method": method, "base_model_type": config.model_type, "layers": layers},
+            }
+            (tmp / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
+        _copy_tokenizer(model_dir, tmp)
+        (tmp / "README.md").write_text(card)
+    log.info("packed %s (%s): %.1f MB", out_dir, method, packed_bytes(out_dir) / 1e6)
+
+
+def export_dense(model_dir: Path, dtype: str, pruned: Path, out_dir: Path, card: str) -> None:
+    """Write the dense-equivalent model of one run: the standard architecture with each pruned linear's weight
+    A·core·B multiplied out (the run's reconstructed weight), loadable and fine-tunable with any tool."""
+    torch_dtype = DTYPES[dtype]
+    with atomic_dir(out_dir) as tmp:
+        _write_blocks(model_dir, torch_dtype, pruned, tmp, lambda run, name: {f"{name}.weight": run[f"{name}.weight"].to(torch_dtype)})
+        AutoConfig.from_pretrained(model_dir, local_files_only=True).save_pretrained(tmp)
+        _copy_tokenizer(model_dir, tmp)
+        (tmp / "README.md").write_text(card)
+    log.info("exported %s: %.1f MB", out_dir, packed_bytes(out_dir) / 1e6)
 
 
 def packed_bytes(path: Path) -> int:
-    """Bytes of the weights file of a packed or plain model folder."""
+    """Bytes of the weights files of a model folder."""
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
 
 
-def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, module)
-
-
-def load_pruned(path: Path, device: str | torch.device = "cpu", sparse_kernels: bool = True) -> PreTrainedModel:
-    """A transformers model whose decoder linears are ArmorLinear modules, from a packed folder.
-
-    With `sparse_kernels`, cores switch to PyTorch's semi-structured 2:4 layout where the device supports it.
-    """
-    path = Path(path)
-    info = json.loads((path / META).read_text())
-    if info.get("format") != FORMAT or info.get("version") != VERSION:
-        raise ValueError(f"{path} is not an {FORMAT} v{VERSION} folder")
-    dtype = DTYPES[info["dtype"]]
-    state = load_file(path / "model.safetensors", device=str(device))
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
-    for name, spec in info["layers"].items():
-        if spec.get("dense"):
-            core = state.pop(f"{name}.weight")
-        else:
-            core = decompress_24(state.pop(f"{name}.values"), state.pop(f"{name}.patterns"), spec["d_in"])
-        a, b = (state.pop(f"{name}.A"), state.pop(f"{name}.B")) if spec["block_size"] else (None, None)
-        _set_module(model, name, ArmorLinear(core, a, b, is_24=not spec.get("dense")))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
-    missing = {key for key in missing if key.rpartition(".")[0] not in info["layers"]} - tied  # ArmorLinears are set
-    if unexpected or missing:
-        raise ValueError(f"{path}: unexpected tensors {unexpected[:5]}, missing tensors {sorted(missing)[:5]}")
-    model.to(device)
-    if tied:
-        model.tie_weights()
-    if sparse_kernels:
-        switched = sum(m.to_sparse() for m in model.modules() if isinstance(m, ArmorLinear))
-        log.info("semi-structured 2:4 kernels on %d layers", switched)
-    return model.eval()
+def load_pruned(path: Path, device: str | torch.device = "cpu") -> PreTrainedModel:
+    """A packed model, loaded with plain transformers and the folder's own code, in eval mode on `device`."""
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype="auto", local_files_only=True)
+    return model.to(device).eval()

@@ -1,8 +1,14 @@
-"""Inference speed and memory: whole packed models (prefill/decode) and single layers."""
+"""Inference speed and memory: whole packed models (prefill/decode) and single layers.
+
+Every timing is interleaved: each round times every configuration once, in turn, so a busy machine slows all of
+them alike; rows report the median over rounds, the fastest and slowest round, and the median of the per-round
+ratio to the dense reference.
+"""
 
 import logging
 import platform
 import resource
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,18 +43,32 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[..., Any], device: torch.device, repeats: int, setup: Callable[[], tuple[Any, ...]] = tuple) -> float:
-    """Median seconds of fn(*setup()) after one warm-up call; setup runs untimed before every call."""
-    fn(*setup())
-    times = []
-    for _ in range(repeats):
-        args = setup()
-        synchronize(device)
-        start = time.perf_counter()
-        fn(*args)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+Timed = tuple[Callable[..., Any], Callable[[], tuple[Any, ...]]]  # (the call to time, an untimed setup giving its arguments)
+
+
+def interleaved(cases: dict[str, Timed], device: torch.device, rounds: int) -> dict[str, list[float]]:
+    """Seconds of every case in each of `rounds` rounds (after one warm-up round); each round runs every case once."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for round_ in range(rounds + 1):
+        for name, (fn, setup) in cases.items():
+            args = setup()
+            synchronize(device)
+            start = time.perf_counter()
+            fn(*args)
+            synchronize(device)
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def spread(work: float, seconds: list[float], prefix: str) -> dict[str, float]:
+    """Throughput `work`/s as the median over rounds and its slowest and fastest round."""
+    return {prefix: work / statistics.median(seconds), f"{prefix}_min": work / max(seconds), f"{prefix}_max": work / min(seconds)}
+
+
+def ratio(reference: list[float], seconds: list[float]) -> float:
+    """Median over rounds of reference time / time: the speedup measured under the same load."""
+    return statistics.median(r / s for r, s in zip(reference, seconds, strict=True))
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -58,43 +78,55 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _model_cases(model: Any, batch: int, prompt_len: int, decode_tokens: int, device: torch.device) -> tuple[Timed, Timed]:
+    """The prefill call and the greedy decode call (its prefill as untimed setup) of a model at one batch size."""
+    prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
+
+    def prefill() -> Any:
+        with torch.inference_mode():
+            return model(prompt, use_cache=True)
+
+    def start_decode() -> tuple[Any, torch.Tensor]:
+        out = prefill()
+        return out.past_key_values, out.logits[:, -1:].argmax(-1)
+
+    def decode(cache: Any, token: torch.Tensor) -> None:
+        with torch.inference_mode():
+            for _ in range(decode_tokens):
+                out = model(token, past_key_values=cache, use_cache=True)
+                cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+
+    return (prefill, tuple), (decode, start_decode)
+
+
 def model_speed(
-    packed: Path, batch_sizes: list[int], prompt_len: int, decode_tokens: int, device: torch.device, repeats: int = 3
+    packed: Path, reference: Path | None, batch_sizes: list[int], prompt_len: int, decode_tokens: int, device: torch.device, rounds: int = 5
 ) -> list[dict[str, Any]]:
-    """Prefill and greedy-decode throughput of a packed model at each batch size."""
+    """Prefill and greedy-decode throughput of a packed model at each batch size, interleaved with the dense reference.
+
+    Peak memory is measured with the packed model alone, before the reference is loaded.
+    """
     model = load_pruned(packed, device=device)
-    vocab = model.config.vocab_size
-    rows = []
+    memory = {}
     for batch in batch_sizes:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        prompt = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
-
-        def prefill() -> Any:
-            with torch.inference_mode():
-                return model(prompt, use_cache=True)
-
-        def start_decode() -> tuple[Any, torch.Tensor]:
-            out = prefill()
-            return out.past_key_values, out.logits[:, -1:].argmax(-1)
-
-        def decode(cache: Any, token: torch.Tensor) -> None:
-            with torch.inference_mode():
-                for _ in range(decode_tokens):
-                    out = model(token, past_key_values=cache, use_cache=True)
-                    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-
-        t_prefill = timed(prefill, device, repeats)
-        t_decode = timed(decode, device, repeats, setup=start_decode)
-        rows.append(
-            {
-                "batch_size": batch, "prompt_len": prompt_len, "decode_tokens": decode_tokens,
-                "prefill_tokens_per_s": batch * prompt_len / t_prefill,
-                "decode_tokens_per_s": batch * decode_tokens / t_decode,
-                "peak_memory_mb": peak_memory_mb(device), "bytes_on_disk": packed_bytes(packed), **environment(device),
-            }
-        )
-        log.info("batch %d: prefill %.0f tok/s, decode %.1f tok/s", batch, rows[-1]["prefill_tokens_per_s"], rows[-1]["decode_tokens_per_s"])
+        interleaved(dict(zip(("prefill", "decode"), _model_cases(model, batch, prompt_len, decode_tokens, device))), device, 0)
+        memory[batch] = peak_memory_mb(device)
+    dense = load_pruned(reference, device=device) if reference is not None and Path(reference) != Path(packed) else model
+    rows = []
+    for batch in batch_sizes:
+        run_prefill, run_decode = _model_cases(model, batch, prompt_len, decode_tokens, device)
+        ref_prefill, ref_decode = _model_cases(dense, batch, prompt_len, decode_tokens, device)
+        t = interleaved({"prefill": run_prefill, "ref_prefill": ref_prefill, "decode": run_decode, "ref_decode": ref_decode}, device, rounds)
+        rows.append({
+            "batch_size": batch, "prompt_len": prompt_len, "decode_tokens": decode_tokens, "rounds": rounds,
+            **spread(batch * prompt_len, t["prefill"], "prefill_tokens_per_s"), "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]),
+            **spread(batch * decode_tokens, t["decode"], "decode_tokens_per_s"), "decode_vs_dense": ratio(t["ref_decode"], t["decode"]),
+            "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
+        })
+        log.info("batch %d: prefill %.0f tok/s (%.2fx dense), decode %.1f tok/s (%.2fx dense)", batch, rows[-1]["prefill_tokens_per_s"],
+                 rows[-1]["prefill_vs_dense"], rows[-1]["decode_tokens_per_s"], rows[-1]["decode_vs_dense"])
     return rows
 
 
@@ -102,33 +134,38 @@ def _random_blocks(lay: bd.Layout, dtype: torch.dtype, device: torch.device) -> 
     return (bd.identity(lay, dtype=dtype, device=device)[0] + 0.01 * torch.randn(lay.n_blocks, lay.b, lay.b, device=device).to(dtype))
 
 
+def layer_variants(d_out: int, d_in: int, block_sizes: list[int], dtype: torch.dtype, device: torch.device) -> dict[str, ArmorLinear]:
+    """Dense, plain 2:4 and ARMOR at each block size for one random weight."""
+    weight = torch.randn(d_out, d_in, device=device).to(dtype)
+    core = weight * mask_24(weight.abs())
+    variants = {"dense": ArmorLinear.from_core(weight, sparse=False), "2:4": ArmorLinear.from_core(core)}
+    for b in block_sizes:
+        variants[f"armor_b{b}"] = ArmorLinear.from_core(core, _random_blocks(bd.layout(d_out, b), dtype, device), _random_blocks(bd.layout(d_in, b, 4), dtype, device))
+    return variants
+
+
 def layer_speed(
-    shapes: dict[str, list[tuple[int, int]]], block_sizes: list[int], tokens: int, dtype: torch.dtype, device: torch.device, repeats: int = 10
+    shapes: dict[str, list[tuple[int, int]]], block_sizes: list[int], tokens: int, dtype: torch.dtype, device: torch.device, rounds: int = 10
 ) -> list[dict[str, Any]]:
-    """One linear per shape: dense vs 2:4 vs ARMOR at each block size, as `tokens` rows of input."""
+    """One linear per shape: dense vs 2:4 vs ARMOR at each block size on `tokens` rows of input, interleaved."""
     rows = []
     for model, layer_shapes in shapes.items():
         for d_out, d_in in layer_shapes:
-            weight = torch.randn(d_out, d_in, device=device).to(dtype)
-            core = weight * mask_24(weight.abs())
             x = torch.randn(tokens, d_in, device=device).to(dtype)
-            variants = {"dense": ArmorLinear(weight, is_24=False), "2:4": ArmorLinear(core.clone())}
-            for b in block_sizes:
-                a = _random_blocks(bd.layout(d_out, b), dtype, device)
-                bb = _random_blocks(bd.layout(d_in, b, 4), dtype, device)
-                variants[f"armor_b{b}"] = ArmorLinear(core.clone(), a, bb)
-            dense_s = None
-            for name, layer in variants.items():
-                kernel = "semi-structured" if layer.to_sparse() else "dense"
+            variants = layer_variants(d_out, d_in, block_sizes, dtype, device)
+
+            def call(layer: ArmorLinear) -> None:
                 with torch.inference_mode():
-                    seconds = timed(lambda: layer(x), device, repeats)  # noqa: B023
-                dense_s = dense_s or seconds
-                rows.append(
-                    {
-                        "model": model, "d_out": d_out, "d_in": d_in, "variant": name, "kernel": kernel,
-                        "dtype": str(dtype).removeprefix("torch."), "tokens": tokens, "ms": seconds * 1000,
-                        "speedup_vs_dense": dense_s / seconds, **environment(device),
-                    }
-                )
-                log.info("%s %dx%d %s (%s): %.3f ms, %.2fx", model, d_out, d_in, name, kernel, seconds * 1000, dense_s / seconds)
+                    layer(x)
+
+            times = interleaved({name: (lambda layer=layer: call(layer), tuple) for name, layer in variants.items()}, device, rounds)
+            for name, layer in variants.items():
+                median = statistics.median(times[name])
+                rows.append({
+                    "model": model, "d_out": d_out, "d_in": d_in, "variant": name, "kernel": "semi-structured" if layer.uses_sparse_kernel() else "dense",
+                    "dtype": str(dtype).removeprefix("torch."), "tokens": tokens, "rounds": rounds, "ms": median * 1000,
+                    "ms_min": min(times[name]) * 1000, "ms_max": max(times[name]) * 1000,
+                    "speedup_vs_dense": ratio(times["dense"], times[name]), **environment(device),
+                })
+                log.info("%s %dx%d %s (%s): %.3f ms, %.2fx", model, d_out, d_in, name, rows[-1]["kernel"], median * 1000, rows[-1]["speedup_vs_dense"])
     return rows

@@ -69,13 +69,16 @@ def iterations_layout(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def speed_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """Throughput (tokens/s) per method and batch size, peak memory and packed size on disk."""
+    """Throughput (tokens/s: median, slowest–fastest round; and the per-round ratio to dense) per method and batch
+    size, peak memory and packed size on disk."""
     table = _by_method(table)
     shown = pd.DataFrame(
         {
             "Model": table["model"], "Method": table["Method"], "batch": table["batch_size"],
-            "prefill tok/s": table["prefill_tokens_per_s"].map(lambda v: f"{v:.0f}"),
-            "decode tok/s": table["decode_tokens_per_s"].map(lambda v: f"{v:.1f}"),
+            "prefill tok/s": [f"{m:.0f} ({lo:.0f}–{hi:.0f})" for m, lo, hi in zip(table["prefill_tokens_per_s"], table["prefill_tokens_per_s_min"], table["prefill_tokens_per_s_max"])],
+            "prefill × dense": table["prefill_vs_dense"].map(lambda v: f"{v:.2f}"),
+            "decode tok/s": [f"{m:.1f} ({lo:.1f}–{hi:.1f})" for m, lo, hi in zip(table["decode_tokens_per_s"], table["decode_tokens_per_s_min"], table["decode_tokens_per_s_max"])],
+            "decode × dense": table["decode_vs_dense"].map(lambda v: f"{v:.2f}"),
             "peak MB": table["peak_memory_mb"].map(lambda v: f"{v:.0f}"),
             "disk MB": (table["bytes_on_disk"] / 2**20).map(lambda v: f"{v:.1f}"),
             "device": table["device_name"],
