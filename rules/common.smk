@@ -164,7 +164,11 @@ def downstream_input(wildcards):
 
 def dense_reference(wildcards):
     """The dense packed model a run's speed is measured against (interleaved), when dense is configured."""
-    return f"results/runs/{wildcards.model}/dense/b0/packed" if "dense" in config["methods"] else []
+    return (
+        f"results/runs/{wildcards.model}/dense/b0/packed"
+        if "dense" in config["methods"]
+        else []
+    )
 
 
 def task_dir_input(wildcards):

@@ -61,6 +61,8 @@ def test_blocks_fed_one_at_a_time_reproduce_the_models_own_forward(model_type, t
         runner.release(index)
         assert float((hidden - expected).norm() / expected.norm()) <= 1e-5, (model_type, index)
         assert all(p.is_meta for p in decoder_layers(runner.model)[index].parameters())  # released again
+    again = runner.run(0, runner.load(0), runner.hidden)  # a released block loads again
+    assert torch.allclose(again, own[0], rtol=1e-5, atol=1e-6)
 
 
 def test_a_model_without_decoder_blocks_is_named_in_the_error():

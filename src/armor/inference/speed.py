@@ -104,7 +104,8 @@ def model_speed(
 ) -> list[dict[str, Any]]:
     """Prefill and greedy-decode throughput of a packed model at each batch size, interleaved with the dense reference.
 
-    Peak memory is measured with the packed model alone, before the reference is loaded.
+    Peak memory is measured with the packed model alone, before the reference is loaded; without a reference the
+    ratios are NaN.
     """
     model = load_pruned(packed, device=device)
     memory = {}
@@ -121,8 +122,10 @@ def model_speed(
         t = interleaved({"prefill": run_prefill, "ref_prefill": ref_prefill, "decode": run_decode, "ref_decode": ref_decode}, device, rounds)
         rows.append({
             "batch_size": batch, "prompt_len": prompt_len, "decode_tokens": decode_tokens, "rounds": rounds,
-            **spread(batch * prompt_len, t["prefill"], "prefill_tokens_per_s"), "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]),
-            **spread(batch * decode_tokens, t["decode"], "decode_tokens_per_s"), "decode_vs_dense": ratio(t["ref_decode"], t["decode"]),
+            **spread(batch * prompt_len, t["prefill"], "prefill_tokens_per_s"),
+            "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]) if reference is not None else float("nan"),
+            **spread(batch * decode_tokens, t["decode"], "decode_tokens_per_s"),
+            "decode_vs_dense": ratio(t["ref_decode"], t["decode"]) if reference is not None else float("nan"),
             "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
         })
         log.info("batch %d: prefill %.0f tok/s (%.2fx dense), decode %.1f tok/s (%.2fx dense)", batch, rows[-1]["prefill_tokens_per_s"],

@@ -107,8 +107,10 @@ def load_block(model: PreTrainedModel, index: int, files: WeightFiles, dtype: to
 
 
 def release_block(model: PreTrainedModel, index: int) -> None:
-    """Free decoder block `index` (its tensors go back to the meta device)."""
-    decoder_layers(model)[index].to("meta")
+    """Free decoder block `index`: its parameters go back to the meta device (buffers, which are not saved, stay)."""
+    for module in decoder_layers(model)[index].modules():
+        for name, param in module.named_parameters(recurse=False):
+            setattr(module, name, nn.Parameter(param.to("meta"), requires_grad=False))
 
 
 def load_outside_blocks(model: PreTrainedModel, files: WeightFiles, dtype: torch.dtype, device: torch.device) -> None:
@@ -151,7 +153,7 @@ def block_inputs(model: PreTrainedModel, windows: Tensor, device: torch.device) 
             if index == 0:
                 first.append(hidden)
             if not kwargs[index]:
-                kwargs[index] = {k: v for k, v in kw.items()} | {"use_cache": False}
+                kwargs[index] = dict(kw) | {"use_cache": False}
             if index == len(layers) - 1:
                 raise _Stop
             return hidden

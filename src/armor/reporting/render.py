@@ -126,7 +126,7 @@ def render(name: str, csv: Path, markdown: Path, latex: Path) -> pd.DataFrame:
     """Render one table CSV in its paper layout to Markdown and LaTeX files; returns the displayed frame."""
     layout = LAYOUTS[name]
     shown = layout(pd.read_csv(csv))
-    caption = (layout.__doc__ or name).strip()
+    caption = " ".join((layout.__doc__ or name).split())
     atomic_write_text(markdown, f"{caption}\n\n{to_markdown(shown)}")
     atomic_write_text(latex, to_latex(shown, caption))
     return shown
