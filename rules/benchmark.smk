@@ -13,6 +13,7 @@ rule speed:
     threads: workflow.cores
     resources:
         mem_mb=model_mem_mb,
+        gpu=model_gpus,
         runtime=runtime(60),
     params:
         batch_sizes=config["speed"]["batch_sizes"],

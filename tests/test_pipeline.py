@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from armor.pipeline.assemble import assemble
 from armor.pipeline.blocks import BlockRunner, UnsupportedModelError, decoder_layers, layers_path
 from armor.pipeline.calibration import calibrate, load_stats
 from armor.pipeline.checkpoint import load_tensors
@@ -96,6 +97,16 @@ def test_pruned_blocks_do_not_depend_on_how_blocks_are_split_into_jobs(six_block
     index = json.loads((tmp_path / "one/pruned/model.safetensors.index.json").read_text())
     assert sorted(set(index["weight_map"].values())) == [f"model-{i:05d}-of-00006.safetensors" for i in range(1, 7)]
     assert index["metadata"]["method"] == method and index["metadata"]["calibration_mode"] == "independent"
+
+
+def test_assembled_shards_follow_block_order_whatever_the_part_folders_are_called(six_blocks, tmp_path):
+    folder, windows = six_blocks
+    calibrate(folder, torch.float32, windows, tmp_path / "calib", tmp_path / "work", torch.device("cpu"), 4, hessian=False)
+    for part, blocks in (("9", [0, 1, 2]), ("10", [3, 4, 5])):  # "10" sorts before "9"
+        prune_part(folder, "float32", "magnitude", {}, blocks, tmp_path / "calib", tmp_path / f"ckpt{part}", tmp_path / part, torch.device("cpu"))
+    assemble(folder, torch.float32, "magnitude", {}, "independent", [tmp_path / "9", tmp_path / "10"], tmp_path / "run/pruned", tmp_path / "run")
+    first = list(block_tensors(tmp_path / "run/pruned"))[0]
+    assert all(k.startswith("model.layers.0.") for k in first)
 
 
 def test_calibration_pass_records_h_and_resumes(six_blocks, tmp_path):

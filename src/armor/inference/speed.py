@@ -80,7 +80,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def _model_cases(model: Any, batch: int, prompt_len: int, decode_tokens: int, device: torch.device) -> tuple[Timed, Timed]:
     """The prefill call and the greedy decode call (its prefill as untimed setup) of a model at one batch size."""
-    prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
+    prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
+    prompt = prompt.to(model.get_input_embeddings().weight.device)  # the first GPU of a model spread over several
 
     def prefill() -> Any:
         with torch.inference_mode():

@@ -71,7 +71,7 @@ def assemble(
     pruned_dir: Path, run_dir: Path,
 ) -> dict[str, Any]:
     """Write the run: pruned_dir (one safetensors file per block + index), layers.csv, trace.csv, summary.json."""
-    files = sorted(f for part in parts for f in Path(part).glob(BLOCK_FILE.replace("{:04d}", "*")))
+    files = sorted((f for part in parts for f in Path(part).glob(BLOCK_FILE.replace("{:04d}", "*"))), key=lambda f: f.name)
     n_blocks = len(decoder_layers(skeleton(model_dir, dtype)))
     if method != "dense" and [f.name for f in files] != [BLOCK_FILE.format(i) for i in range(n_blocks)]:
         raise ValueError(f"{method}: expected pruned blocks 0..{n_blocks - 1} in {[str(p) for p in parts]}, found {[f.name for f in files]}")
