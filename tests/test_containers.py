@@ -76,4 +76,5 @@ def test_slurm_profile_dry_run_with_apptainer(tmp_path):
            "--apptainer-args=--nv"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert re.search(r"^prune\s+45$", result.stdout, flags=re.M), result.stdout
+    counts = dict(re.findall(r"^(assemble|calibrate|prune_chain|prune_part)\s+(\d+)$", result.stdout, flags=re.M))
+    assert counts == {"assemble": "45", "calibrate": "9", "prune_chain": "18", "prune_part": "242"}, result.stdout

@@ -69,7 +69,7 @@ def right(x: Tensor, b: Tensor) -> Tensor:
 
 
 def dense(blocks: Tensor, lay: Layout) -> Tensor:
-    """The d x d matrix of blocks (n_blocks, b, b), for checks and folding."""
+    """The d x d matrix of blocks (n_blocks, b, b), for checks."""
     return torch.block_diag(*blocks)[: lay.d, : lay.d]
 
 
