@@ -106,7 +106,7 @@ def model_speed(
     """Prefill and greedy-decode throughput of a packed model at each batch size, interleaved with the dense reference.
 
     Peak memory is measured with the packed model alone, before the reference is loaded; without a reference the
-    ratios are NaN.
+    ratios are NaN, and the reference itself is timed once, with ratios of 1.
     """
     model = load_pruned(packed, device=device)
     memory = {}
@@ -115,18 +115,21 @@ def model_speed(
             torch.cuda.reset_peak_memory_stats(device)
         interleaved(dict(zip(("prefill", "decode"), _model_cases(model, batch, prompt_len, decode_tokens, device))), device, 0)
         memory[batch] = peak_memory_mb(device)
-    dense = load_pruned(reference, device=device) if reference is not None and Path(reference) != Path(packed) else model
+    compare = reference is not None and Path(reference).resolve() != Path(packed).resolve()
+    dense = load_pruned(reference, device=device) if compare else None
+    same = float("nan") if reference is None else 1.0  # the ratio of a run that is not compared
     rows = []
     for batch in batch_sizes:
-        run_prefill, run_decode = _model_cases(model, batch, prompt_len, decode_tokens, device)
-        ref_prefill, ref_decode = _model_cases(dense, batch, prompt_len, decode_tokens, device)
-        t = interleaved({"prefill": run_prefill, "ref_prefill": ref_prefill, "decode": run_decode, "ref_decode": ref_decode}, device, rounds)
+        cases = dict(zip(("prefill", "decode"), _model_cases(model, batch, prompt_len, decode_tokens, device)))
+        if compare:
+            cases |= dict(zip(("ref_prefill", "ref_decode"), _model_cases(dense, batch, prompt_len, decode_tokens, device)))
+        t = interleaved(cases, device, rounds)
         rows.append({
             "batch_size": batch, "prompt_len": prompt_len, "decode_tokens": decode_tokens, "rounds": rounds,
             **spread(batch * prompt_len, t["prefill"], "prefill_tokens_per_s"),
-            "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]) if reference is not None else float("nan"),
+            "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]) if compare else same,
             **spread(batch * decode_tokens, t["decode"], "decode_tokens_per_s"),
-            "decode_vs_dense": ratio(t["ref_decode"], t["decode"]) if reference is not None else float("nan"),
+            "decode_vs_dense": ratio(t["ref_decode"], t["decode"]) if compare else same,
             "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
         })
         log.info("batch %d: prefill %.0f tok/s (%.2fx dense), decode %.1f tok/s (%.2fx dense)", batch, rows[-1]["prefill_tokens_per_s"],
