@@ -156,7 +156,6 @@ def packed_bytes(path: Path) -> int:
 def load_pruned(path: Path, device: str | torch.device = "cpu") -> PreTrainedModel:
     """A packed model, loaded with plain transformers and the folder's own code, in eval mode: on CUDA spread over
     every visible GPU (device_map="auto"), otherwise on `device`."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype="auto", local_files_only=True, device_map="auto").eval()
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype="auto", local_files_only=True).to(device).eval()
+    spread = torch.device(device).type == "cuda"
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype="auto", local_files_only=True, device_map="auto" if spread else None)
+    return (model if spread else model.to(device)).eval()
