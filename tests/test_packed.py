@@ -48,19 +48,26 @@ def test_apply_blocks_equals_the_dense_block_diagonal_product_on_strided_inputs(
 
 
 @pytest.mark.parametrize(("d_out", "d_in", "b"), [(576, 192, 128), (24, 36, 6)])
-def test_armor_linear_matches_the_dense_product_with_bias(d_out, d_in, b):
+@pytest.mark.parametrize("fold", [True, False])
+def test_armor_linear_matches_the_plain_product_with_bias(d_out, d_in, b, fold):
+    """Folded (one A·core·B matmul) and unfolded (three products), on ragged blocks, b not a multiple of 4 and strided
+    inputs, over many calls with the built matrix cached, and rebuilt after a dtype change."""
     g = torch.Generator().manual_seed(0)
     rows, cols = bd.layout(d_out, b), bd.layout(d_in, b, 4)
     real = [bd.identity(lay).diagonal(dim1=-2, dim2=-1)[0] for lay in (rows, cols)]
     a, bb = ((bd.identity(lay)[0] + torch.randn(lay.n_blocks, b, b, generator=g) / b) * r[:, :, None] * r[:, None, :] for lay, r in zip((rows, cols), real))
     core = torch.randn(d_out, d_in, generator=g) * mask_24(torch.randn(d_out, d_in, generator=g))
     bias = torch.randn(d_out, generator=g)
-    x = torch.randn(3, 5, d_in, generator=g)
-    dense = bd.dense(a, rows) @ core @ bd.dense(bb, cols)
-    layer = ArmorLinear.from_core(core, a, bb, bias)
-    assert torch.allclose(layer(x), x @ dense.T + bias, atol=1e-4)
-    assert torch.allclose(layer.dense_weight(), dense, atol=1e-5)
-    assert not layer.uses_sparse_kernel()  # no 2:4 kernels on the CPU: the masked dense core stays
+    layer = ArmorLinear.from_core(core, a, bb, bias, fold=fold)
+    assert layer.kernel() == ("folded" if fold else "dense")  # no 2:4 kernels on the CPU
+    for dtype, atol in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
+        layer.to(dtype)
+        reference = torch.block_diag(*a.to(dtype))[:d_out, :d_out] @ core.to(dtype) @ torch.block_diag(*bb.to(dtype))[:d_in, :d_in]
+        assert torch.allclose(layer.dense_weight(), reference, atol=atol / 10)
+        for _ in range(20):
+            x = torch.randn(d_in, 3, 5, generator=g).to(dtype).permute(2, 1, 0)  # (5, 3, d_in), non-contiguous
+            assert torch.allclose(layer(x), x @ reference.T + bias.to(dtype), atol=atol)
+        assert layer.matrix().dtype == dtype
 
 
 SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,

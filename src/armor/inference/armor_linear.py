@@ -5,8 +5,10 @@ modelling code imports it, so the folder loads with plain transformers on a mach
 
 On disk the core is its kept values (d_out, d_in/2) plus one 4-bit pattern id per group of 4 inputs, two per byte
 (d_out, d_in/8); the wrappers are blocks (n, b, b) with the NoWag norms folded in and zero-padded last blocks.
-At the first forward the core is decompressed once: to PyTorch's semi-structured 2:4 layout on a CUDA GPU with
-compute capability >= 8.0 in fp16/bf16, otherwise to a dense masked weight (same outputs).
+At the first forward (and again after a move to another device or dtype) the core is decompressed once: to PyTorch's
+semi-structured 2:4 layout on a CUDA GPU with compute capability >= 8.0 in fp16/bf16, where the layer then runs
+three products (B, the 2:4 core, A). Elsewhere no 2:4 kernel runs, so a layer with wrappers multiplies A·core·B out
+once and runs one dense matmul, as fast as the dense model; `fold=False` keeps the three products instead.
 """
 
 import logging
@@ -65,9 +67,10 @@ class ArmorLinear(nn.Module):
     """A linear layer with a compressed 2:4 core, optional block-diagonal A and B (norms folded in) and optional bias."""
 
     def __init__(self, in_features: int, out_features: int, block_size: int = 0, bias: bool = False, sparse: bool = True,
-                 dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> None:
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None, fold: bool = True) -> None:
         super().__init__()
         self.in_features, self.out_features, self.block_size, self.sparse = in_features, out_features, block_size, sparse
+        self.fold = fold  # multiply A·core·B out where the core would run dense (no 2:4 kernel): one matmul, not three
         if sparse:  # (d_out, d_in/2) kept values and (d_out, d_in/8) packed pattern ids
             self.values = nn.Parameter(torch.empty(out_features, in_features // KEEP, dtype=dtype, device=device), requires_grad=False)
             self.register_buffer("patterns", torch.zeros(out_features, -(-in_features // (2 * GROUP)), dtype=torch.uint8, device=device))
@@ -79,12 +82,15 @@ class ArmorLinear(nn.Module):
             self.A = nn.Parameter(torch.empty(n_out, block_size, block_size, dtype=dtype, device=device), requires_grad=False)
             self.B = nn.Parameter(torch.empty(n_in, block_size, block_size, dtype=dtype, device=device), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False) if bias else None
-        self._core: Tensor | None = None  # decompressed core, built at the first forward
+        self._matrix: Tensor | None = None  # what the matmul uses, built at the first forward (see `kernel`)
+        self._kernel = ""
+        self._built_for: tuple[torch.device, torch.dtype] | None = None
 
     @classmethod
-    def from_core(cls, core: Tensor, a: Tensor | None = None, b: Tensor | None = None, bias: Tensor | None = None, sparse: bool = True) -> "ArmorLinear":
+    def from_core(cls, core: Tensor, a: Tensor | None = None, b: Tensor | None = None, bias: Tensor | None = None, sparse: bool = True,
+                  fold: bool = True) -> "ArmorLinear":
         """A layer holding a dense 2:4 core (d_out, d_in), wrapper blocks (n, b, b) and a bias."""
-        layer = cls(core.shape[1], core.shape[0], 0 if a is None else a.shape[-1], bias is not None, sparse, core.dtype, core.device)
+        layer = cls(core.shape[1], core.shape[0], 0 if a is None else a.shape[-1], bias is not None, sparse, core.dtype, core.device, fold)
         with torch.no_grad():
             if sparse:
                 values, patterns = compress_24(core)
@@ -101,43 +107,57 @@ class ArmorLinear(nn.Module):
                 layer.bias.copy_(bias)
         return layer
 
-    def core(self) -> Tensor:
-        """The 2:4 core for the matmul: semi-structured where supported, else dense masked (built once)."""
-        if not self.sparse:
-            return self.weight
-        if self._core is None or self._core.device != self.values.device or self._core.dtype != self.values.dtype:
-            dense = decompress_24(self.values, self.patterns, self.in_features)
-            self._core = dense
-            if semi_structured_supported(dense.device, dense.dtype):
-                from torch.sparse import to_sparse_semi_structured
+    def _dense_core(self) -> Tensor:
+        """The 2:4 core as a dense masked weight (d_out, d_in)."""
+        return decompress_24(self.values, self.patterns, self.in_features) if self.sparse else self.weight
 
-                try:
-                    self._core = to_sparse_semi_structured(dense)
-                except (RuntimeError, ValueError) as err:  # a shape the kernels do not take
-                    log.warning("keeping a dense masked core for a %dx%d layer: %s", self.out_features, self.in_features, err)
-        return self._core
+    def _multiply_out(self, core: Tensor) -> Tensor:
+        """A · core · B (d_out, d_in) for a dense core, computed in at least float32 and returned in the core's dtype."""
+        work = torch.float32 if core.dtype in (torch.float16, torch.bfloat16) else core.dtype
+        cb = apply_blocks(core.to(work), self.B.transpose(1, 2).to(work), self.in_features)  # core · B
+        return apply_blocks(cb.T, self.A.to(work), self.out_features).T.contiguous().to(core.dtype)  # (Bᵀ·coreᵀ·Aᵀ)ᵀ
 
-    def uses_sparse_kernel(self) -> bool:
-        """Whether the core runs on PyTorch's semi-structured 2:4 kernels."""
-        from torch.sparse import SparseSemiStructuredTensor
+    def _build(self) -> tuple[Tensor, str]:
+        """The matrix for the matmul and its kernel (see `kernel`)."""
+        core = self._dense_core()
+        if self.sparse and semi_structured_supported(core.device, core.dtype):
+            from torch.sparse import to_sparse_semi_structured
 
-        return isinstance(self.core(), SparseSemiStructuredTensor)
+            try:
+                return to_sparse_semi_structured(core), "semi-structured"
+            except (RuntimeError, ValueError) as err:  # a shape the kernels do not take
+                log.warning("keeping a dense core for a %dx%d layer: %s", self.out_features, self.in_features, err)
+        if self.block_size and self.fold:
+            return self._multiply_out(core), "folded"
+        return core, "dense"
 
-    def _product(self, x: Tensor) -> Tensor:
-        """x · (A · core · B)ᵀ."""
-        if self.block_size:
-            x = apply_blocks(x, self.B, self.in_features)
-        y = F.linear(x, self.core())
-        return apply_blocks(y, self.A, self.out_features) if self.block_size else y
+    def matrix(self) -> Tensor:
+        """What the matmul uses, built once per device and dtype: the 2:4 core, or A·core·B where folded."""
+        source = self.values if self.sparse else self.weight
+        if self._built_for != (source.device, source.dtype):
+            self._matrix, self._kernel = self._build()
+            self._built_for = (source.device, source.dtype)
+        return self._matrix
+
+    def kernel(self) -> str:
+        """How the layer runs: `semi-structured` (2:4 kernels, then A), `folded` (one dense A·core·B) or `dense`
+        (the dense masked core, with A and B as batched products where the layer has them)."""
+        self.matrix()
+        return self._kernel
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self._product(x)
+        matrix = self.matrix()
+        wrapped = bool(self.block_size) and self._kernel != "folded"
+        y = F.linear(apply_blocks(x, self.B, self.in_features) if wrapped else x, matrix)
+        if wrapped:
+            y = apply_blocks(y, self.A, self.out_features)
         return y if self.bias is None else y + self.bias
 
     def dense_weight(self) -> Tensor:
         """The equivalent dense weight A · core · B (d_out, d_in)."""
-        reference = self.values if self.sparse else self.weight
-        return self._product(torch.eye(self.in_features, dtype=reference.dtype, device=reference.device)).T
+        core = self._dense_core()
+        return self._multiply_out(core) if self.block_size else core
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, block_size={self.block_size}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, block_size={self.block_size}, "
+                f"bias={self.bias is not None}, fold={self.fold}")

@@ -100,6 +100,12 @@ def _model_cases(model: Any, batch: int, prompt_len: int, decode_tokens: int, de
     return (prefill, tuple), (decode, start_decode)
 
 
+def linear_kernels(model: Any) -> str:
+    """How a packed model's pruned linears run (`ArmorLinear.kernel`, joined by + where they differ); `dense` without any."""
+    kernels = {module.kernel() for module in model.modules() if type(module).__name__ == "ArmorLinear"}
+    return "+".join(sorted(kernels)) or "dense"
+
+
 def model_speed(
     packed: Path, reference: Path | None, batch_sizes: list[int], prompt_len: int, decode_tokens: int, device: torch.device, rounds: int = 5
 ) -> list[dict[str, Any]]:
@@ -130,7 +136,7 @@ def model_speed(
             "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]) if compare else same,
             **spread(batch * decode_tokens, t["decode"], "decode_tokens_per_s"),
             "decode_vs_dense": ratio(t["ref_decode"], t["decode"]) if compare else same,
-            "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
+            "kernel": linear_kernels(model), "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
         })
         log.info("batch %d: prefill %.0f tok/s (%.2fx dense), decode %.1f tok/s (%.2fx dense)", batch, rows[-1]["prefill_tokens_per_s"],
                  rows[-1]["prefill_vs_dense"], rows[-1]["decode_tokens_per_s"], rows[-1]["decode_vs_dense"])
@@ -169,7 +175,7 @@ def layer_speed(
             for name, layer in variants.items():
                 median = statistics.median(times[name])
                 rows.append({
-                    "model": model, "d_out": d_out, "d_in": d_in, "variant": name, "kernel": "semi-structured" if layer.uses_sparse_kernel() else "dense",
+                    "model": model, "d_out": d_out, "d_in": d_in, "variant": name, "kernel": layer.kernel(),
                     "dtype": str(dtype).removeprefix("torch."), "tokens": tokens, "rounds": rounds, "ms": median * 1000,
                     "ms_min": min(times[name]) * 1000, "ms_max": max(times[name]) * 1000,
                     "speedup_vs_dense": ratio(times["dense"], times[name]), **environment(device),
