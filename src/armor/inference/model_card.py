@@ -48,7 +48,9 @@ def model_card(
             'model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype="auto")', "```", "",
             "Each pruned linear computes `y = ((x · Bᵀ) · Wcoreᵀ) · Aᵀ + bias` with a 2:4 core (stored as its kept values and "
             "4-bit patterns) and block-diagonal `A`, `B`; the core runs on PyTorch's semi-structured 2:4 kernels on CUDA "
-            "GPUs of compute capability 8.0 or newer in fp16/bf16, and as a dense masked weight elsewhere.", "",
+            "GPUs of compute capability 8.0 or newer in fp16/bf16. Elsewhere there is no 2:4 kernel: the core is a dense "
+            "masked weight, and `A · core · B` is multiplied out once at the first forward, so the layer is one matmul, as "
+            "fast as the base model's.", "",
         ]
     elif method != "dense":
         lines += ["This is the dense-equivalent export: each linear's `A · core · B` multiplied out into a weight of the base "
