@@ -140,7 +140,7 @@ class ArmorLinear(nn.Module):
         return self._matrix
 
     def kernel(self) -> str:
-        """How the layer runs: `semi-structured` (2:4 kernels, then A), `folded` (one dense A·core·B) or `dense`
+        """How the layer runs: `semi-structured` (B, the 2:4 kernels, A), `folded` (one dense A·core·B) or `dense`
         (the dense masked core, with A and B as batched products where the layer has them)."""
         self.matrix()
         return self._kernel
