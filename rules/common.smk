@@ -59,6 +59,11 @@ def model_gpus(wildcards):
     return config["models"][wildcards.model]["gpus"]
 
 
+def perplexity_gpus(wildcards):
+    """GPUs of a perplexity job: one when it streams decoder blocks (evaluation.stream_blocks), else the model's."""
+    return 1 if config["evaluation"]["stream_blocks"] else model_gpus(wildcards)
+
+
 PRUNE_BASE_GB = 2  # interpreter, torch, the skeleton model
 # Host bytes per parameter of the block in hand: with a GPU, the fp32 weights read and the results written (the
 # solver state stays on the GPU); on the CPU also ARMOR's state (measured: about 75, README: On a SLURM cluster).

@@ -14,13 +14,14 @@ rule perplexity:
     threads: 4
     resources:
         mem_mb=model_mem_mb,
-        gpu=model_gpus,
+        gpu=perplexity_gpus,
         runtime=runtime(4 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         datasets=list(config["evaluation"]["datasets"]),
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
+        stream=config["evaluation"]["stream_blocks"],
     script:
         "../scripts/evaluate/perplexity.py"
 
@@ -41,12 +42,13 @@ rule snapshot_perplexity:
     threads: 4
     resources:
         mem_mb=model_mem_mb,
-        gpu=model_gpus,
+        gpu=perplexity_gpus,
         runtime=runtime(4 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         iterations=snapshot_iterations(),
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
+        stream=config["evaluation"]["stream_blocks"],
     script:
         "../scripts/evaluate/snapshot_perplexity.py"

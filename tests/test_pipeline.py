@@ -10,11 +10,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from armor.evaluation.perplexity import evaluate_run, evaluate_snapshots, perplexity, streamed_perplexity
 from armor.pipeline.assemble import assemble
 from armor.pipeline.blocks import BlockRunner, UnsupportedModelError, decoder_layers, layers_path
 from armor.pipeline.calibration import calibrate, load_stats
 from armor.pipeline.checkpoint import load_tensors
-from armor.pipeline.data import calibration_windows
+from armor.pipeline.data import calibration_windows, save_windows
 from armor.pipeline.driver import prune_model
 from armor.pipeline.models import ModelFetchError, fetch_model, load_tokenizer, num_blocks
 from armor.pipeline.prune import FAULT_ENV, prune_chain, prune_part
@@ -64,6 +65,15 @@ def test_blocks_fed_one_at_a_time_reproduce_the_models_own_forward(model_type, t
         assert all(p.is_meta for p in decoder_layers(runner.model)[index].parameters())  # released again
     again = runner.run(0, runner.load(0), runner.hidden)  # a released block loads again
     assert torch.allclose(again, own[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", list(ARCHITECTURES))
+def test_perplexity_streamed_block_by_block_equals_the_whole_models(model_type, tmp_path):
+    model = _save_random(model_type, ARCHITECTURES[model_type], 6 if model_type == "gemma3_text" else 4, tmp_path)
+    windows = torch.randint(0, 96, (5, 24), generator=torch.Generator().manual_seed(1))
+    whole = perplexity(model, windows, batch_size=2)
+    streamed = streamed_perplexity(tmp_path, torch.float32, windows, torch.device("cpu"), batch_size=2)
+    assert abs(streamed - whole) <= 1e-5 * whole, (model_type, streamed, whole)
 
 
 def test_a_model_without_decoder_blocks_is_named_in_the_error():
@@ -171,3 +181,22 @@ def test_local_folder_and_gguf_path_sources(six_blocks, tmp_path):
         fetch_model({"source": "gguf", "path": str(tmp_path / "missing.gguf"), "dtype": "float32"}, tmp_path / "g")
     with pytest.raises(ModelFetchError, match="set models.<name>.num_layers"):
         num_blocks({"source": "hub", "id": "org/model"}, tmp_path / "none")
+
+
+@pytest.mark.parametrize("method", ["dense", "armor"])
+def test_streamed_evaluation_of_a_run_and_its_snapshots_matches_the_loaded_model(six_blocks, tmp_path, method):
+    folder, windows = six_blocks
+    options = {"block_size": 8, "iterations": 6, "lr": 1e-2, "snapshots": [3]} if method == "armor" else {}
+    prune_model(folder, "float32", method, options, windows, tmp_path, batch_size=4)
+    save_windows(tmp_path / "eval.safetensors", windows[:5])
+    results = {}
+    for stream in (False, True):
+        sets = {"a": tmp_path / "eval.safetensors", "b": tmp_path / "eval.safetensors"}
+        results[stream] = [evaluate_run(folder, "float32", tmp_path / "pruned", sets, tmp_path / f"ppl{stream}.json", "cpu", 2, stream)]
+        if method == "armor":
+            results[stream].append(evaluate_snapshots(folder, "float32", tmp_path / "pruned", sets["a"], [3], tmp_path / f"s{stream}.json", "cpu", 2, stream))
+    assert results[True][0].keys() == {"a", "b"}
+    for whole, streamed in zip(results[False], results[True], strict=True):
+        assert all(abs(streamed[k] - whole[k]) <= 1e-5 * whole[k] for k in whole), (whole, streamed)
+    if method == "armor":
+        assert abs(results[True][1][3] - results[True][0]["a"]) > 1e-3  # the snapshot is not the final weights

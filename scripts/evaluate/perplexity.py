@@ -17,4 +17,5 @@ evaluate_run(
     out=Path(snakemake.output[0]),
     device=snakemake.params.device,
     batch_size=snakemake.params.batch_size,
+    stream=snakemake.params.stream,
 )

@@ -18,4 +18,5 @@ evaluate_snapshots(
     out=Path(snakemake.output[0]),
     device=snakemake.params.device,
     batch_size=snakemake.params.batch_size,
+    stream=snakemake.params.stream,
 )

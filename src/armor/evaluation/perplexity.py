@@ -2,6 +2,8 @@
 
 import logging
 import math
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -9,26 +11,58 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from armor.pipeline.blocks import BlockRunner, WeightFiles
 from armor.pipeline.checkpoint import atomic_write_json
 from armor.pipeline.data import load_windows
-from armor.pipeline.runs import apply_run, pruned_model
+from armor.pipeline.models import DTYPES, apply_weights
+from armor.pipeline.runs import apply_run, block_weights, pruned_model, resolve_device
 
 log = logging.getLogger(__name__)
 
 
+def _nll(logits: Tensor, ids: Tensor) -> float:
+    """Summed next-token NLL of ids (b, seq) under logits (b, seq, vocab)."""
+    logits = logits[:, :-1].float()  # (b, seq-1, vocab)
+    return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1).to(logits.device), reduction="sum"))
+
+
+def _exp_mean_nll(batches: Iterator[tuple[Tensor, Tensor]], n: int) -> float:
+    """exp(mean NLL) over every predicted token of (logits, ids) batches covering n windows, logging progress."""
+    total_nll, total_tokens, done = 0.0, 0, 0
+    for logits, ids in batches:
+        total_nll += _nll(logits, ids)
+        total_tokens += ids[:, 1:].numel()
+        done += ids.shape[0]
+        log.info("perplexity: %d/%d windows, running ppl %.3f", done, n, math.exp(total_nll / total_tokens))
+    return math.exp(total_nll / total_tokens)
+
+
 def perplexity(model: PreTrainedModel, windows: Tensor, batch_size: int = 1, device: torch.device = torch.device("cpu")) -> float:
     """exp(mean NLL) over every predicted token of every window (n, seqlen)."""
-    total_nll, total_tokens = 0.0, 0
-    n = windows.shape[0]
     with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            batch = windows[start : start + batch_size].to(device)
-            logits = model(batch, use_cache=False).logits[:, :-1].float()  # (b, seqlen-1, vocab)
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
-            total_nll += float(nll)
-            total_tokens += batch[:, 1:].numel()
-            log.info("perplexity: %d/%d windows, running ppl %.3f", min(start + batch_size, n), n, math.exp(total_nll / total_tokens))
-    return math.exp(total_nll / total_tokens)
+        batches = ((model(ids.to(device), use_cache=False).logits, ids) for ids in windows.split(batch_size))
+        return _exp_mean_nll(batches, windows.shape[0])
+
+
+def streamed_perplexity(
+    model_dir: Path, dtype: torch.dtype, windows: Tensor, device: torch.device, batch_size: int = 1,
+    pruned: Path | None = None, snapshot: int | None = None,
+) -> float:
+    """perplexity() with only one decoder block in memory at a time, on `device`: the dense block, then a run's pruned
+    weights (or its snapshot) over its linears. The hidden states of every window (n, seq, d) stay on `device`."""
+    runner = BlockRunner(model_dir, dtype, windows, device, batch_size)
+    run = WeightFiles(pruned) if pruned is not None else None
+    hidden = runner.hidden
+    start = time.perf_counter()
+    for index in range(len(runner)):
+        block = runner.load(index)
+        if run is not None:
+            apply_weights(runner.model, block_weights(run, f"{runner.prefix}.{index}.", device, snapshot))
+        runner.run(index, block, hidden, out=hidden)
+        runner.release(index)
+        log.info("streamed block %d/%d (%.0fs)", index + 1, len(runner), time.perf_counter() - start)
+    batches = ((runner.logits(ids, final), ids) for ids, final in zip(windows.split(batch_size), hidden.split(batch_size), strict=True))
+    return _exp_mean_nll(batches, windows.shape[0])
 
 
 def input_device(model: PreTrainedModel) -> torch.device:
@@ -36,27 +70,46 @@ def input_device(model: PreTrainedModel) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-def evaluate_run(model_dir: Path, dtype: str, pruned: Path, windows: dict[str, Path], out: Path, device: str = "auto", batch_size: int = 1) -> dict[str, float]:
-    """Perplexity of a pruned run on each evaluation set, written to out as JSON."""
+def _scorer(model_dir: Path, dtype: str, pruned: Path, device: str, batch_size: int, stream: bool) -> Callable[[Tensor, int | None], float]:
+    """Perplexity of a run on windows, at its final weights or a snapshot: the whole model loaded once (spread over
+    every visible GPU on CUDA), or with `stream` its decoder blocks streamed through one device for each call."""
+    if stream:
+        dev = resolve_device(device)
+        return lambda tokens, snapshot: streamed_perplexity(model_dir, DTYPES[dtype], tokens, dev, batch_size, pruned, snapshot)
     model, _, _ = pruned_model(model_dir, dtype, pruned, device)
+
+    def score(tokens: Tensor, snapshot: int | None) -> float:
+        if snapshot is not None:
+            apply_run(model, pruned, snapshot=snapshot)
+        return perplexity(model, tokens, batch_size=batch_size, device=input_device(model))
+
+    return score
+
+
+def evaluate_run(
+    model_dir: Path, dtype: str, pruned: Path, windows: dict[str, Path], out: Path, device: str = "auto", batch_size: int = 1,
+    stream: bool = False,
+) -> dict[str, float]:
+    """Perplexity of a pruned run on each evaluation set, written to out as JSON."""
+    score = _scorer(model_dir, dtype, pruned, device, batch_size, stream)
     result = {}
     for name, path in windows.items():
-        result[name] = perplexity(model, load_windows(path), batch_size=batch_size, device=input_device(model))
+        result[name] = score(load_windows(path), None)
         log.info("%s perplexity: %.3f", name, result[name])
     atomic_write_json(out, result)
     return result
 
 
 def evaluate_snapshots(
-    model_dir: Path, dtype: str, pruned: Path, windows: Path, iterations: list[int], out: Path, device: str = "auto", batch_size: int = 1
+    model_dir: Path, dtype: str, pruned: Path, windows: Path, iterations: list[int], out: Path, device: str = "auto",
+    batch_size: int = 1, stream: bool = False,
 ) -> dict[int, float]:
     """Perplexity of an ARMOR run's snapshot at each iteration on one evaluation set, written to out as JSON."""
-    model, _, _ = pruned_model(model_dir, dtype, pruned, device)
+    score = _scorer(model_dir, dtype, pruned, device, batch_size, stream)
     tokens = load_windows(windows)
     result = {}
     for it in iterations:
-        apply_run(model, pruned, snapshot=it)
-        result[it] = perplexity(model, tokens, batch_size=batch_size, device=input_device(model))
+        result[it] = score(tokens, it)
         log.info("iteration %d perplexity: %.3f", it, result[it])
     atomic_write_json(out, result)
     return result

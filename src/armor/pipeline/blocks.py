@@ -2,6 +2,8 @@
 exact inputs the model's own forward gives each block."""
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +146,18 @@ def block_inputs(model: PreTrainedModel, windows: Tensor, device: torch.device) 
     no block weight is needed. Keyword arguments come from a batch of one window; they broadcast over batches.
     """
     layers = decoder_layers(model)
-    first: list[Tensor] = []
+    first: Tensor | None = None  # (n, seq, d), allocated at the first window: no second copy from a concatenation
     kwargs: list[dict[str, Any]] = [{} for _ in layers]
+    row = 0
 
     def recorder(index: int):
         def forward(*args: Any, **kw: Any) -> Tensor:
+            nonlocal first
             hidden = args[0] if args else kw.pop("hidden_states")
             if index == 0:
-                first.append(hidden)
+                if first is None:
+                    first = hidden.new_empty((windows.shape[0], *hidden.shape[1:]))
+                first[row : row + 1] = hidden
             if not kwargs[index]:
                 kwargs[index] = dict(kw) | {"use_cache": False}
             if index == len(layers) - 1:
@@ -160,29 +166,56 @@ def block_inputs(model: PreTrainedModel, windows: Tensor, device: torch.device) 
 
         return forward
 
+    with _replaced_forwards(layers, recorder), torch.no_grad():
+        for row, ids in enumerate(windows):
+            try:
+                model(ids[None].to(device), use_cache=False)
+            except _Stop:
+                pass
+    return first, kwargs
+
+
+@contextmanager
+def _replaced_forwards(layers: nn.ModuleList, make: Callable[[int], Callable[..., Tensor]]) -> Iterator[None]:
+    """Every decoder block's forward replaced by make(index) inside the context."""
     for index, layer in enumerate(layers):
-        layer.forward = recorder(index)
+        layer.forward = make(index)
     try:
-        with torch.no_grad():
-            for row in windows:
-                try:
-                    model(row[None].to(device), use_cache=False)
-                except _Stop:
-                    pass
+        yield
     finally:
         for layer in layers:
             del layer.forward
-    return torch.cat(first), kwargs
 
 
-def run_block(block: nn.Module, hidden: Tensor, kwargs: dict[str, Any], batch_size: int) -> Tensor:
-    """Outputs of one decoder block for all windows (n, seq, d), in batches."""
+def head_logits(model: PreTrainedModel, ids: Tensor, final: Tensor) -> Tensor:
+    """The model's logits (b, seq, vocab) for ids (b, seq) whose hidden states leaving the last block are final (b, seq, d).
+
+    The model runs its own forward with every block passing its input through and block 0 returning `final`, so
+    the final norm, the head and any logit soft-capping are the model's own; no block weight is needed.
+    """
+
+    def passthrough(index: int):
+        def forward(*args: Any, **kw: Any) -> Tensor:
+            return final if index == 0 else (args[0] if args else kw["hidden_states"])
+
+        return forward
+
+    with _replaced_forwards(decoder_layers(model), passthrough):
+        return model(ids, use_cache=False).logits
+
+
+def run_block(block: nn.Module, hidden: Tensor, kwargs: dict[str, Any], batch_size: int, out: Tensor | None = None) -> Tensor:
+    """Outputs of one decoder block for all windows (n, seq, d), in batches; written into `out` when given (may be hidden)."""
     outs = []
     with torch.no_grad():
-        for batch in hidden.split(batch_size):
-            out = block(batch, **kwargs)
-            outs.append(out[0] if isinstance(out, tuple) else out)
-    return torch.cat(outs)
+        for start in range(0, hidden.shape[0], batch_size):
+            result = block(hidden[start : start + batch_size], **kwargs)
+            result = result[0] if isinstance(result, tuple) else result
+            if out is None:
+                outs.append(result)
+            else:
+                out[start : start + batch_size] = result
+    return torch.cat(outs) if out is None else out
 
 
 class BlockRunner:
@@ -206,6 +239,11 @@ class BlockRunner:
     def release(self, index: int) -> None:
         release_block(self.model, index)
 
-    def run(self, index: int, block: nn.Module, hidden: Tensor) -> Tensor:
-        """Block `index`'s outputs for `hidden`, with the arguments the model gives that block."""
-        return run_block(block, hidden, self.kwargs[index], self.batch_size)
+    def run(self, index: int, block: nn.Module, hidden: Tensor, out: Tensor | None = None) -> Tensor:
+        """Block `index`'s outputs for `hidden`, with the arguments the model gives that block (into `out` when given)."""
+        return run_block(block, hidden, self.kwargs[index], self.batch_size, out)
+
+    def logits(self, ids: Tensor, final: Tensor) -> Tensor:
+        """The model's logits for ids (b, seq) from the hidden states leaving its last block (b, seq, d)."""
+        with torch.no_grad():
+            return head_logits(self.model, ids.to(self.device), final)

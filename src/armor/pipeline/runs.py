@@ -9,6 +9,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from armor.pipeline.assemble import run_files
+from armor.pipeline.blocks import WeightFiles
 from armor.pipeline.models import apply_weights, load_model
 
 
@@ -32,6 +33,13 @@ def pruned_weights(tensors: dict[str, Tensor], snapshot: int | None = None) -> d
     if weights and not any(k.endswith(f".snapshot_{snapshot}") for k in tensors):
         raise KeyError(f"the run holds no snapshot at iteration {snapshot}; set armor.snapshots in the config and prune again")
     return {k: tensors.get(f"{k.removesuffix('.weight')}.snapshot_{snapshot}", v) for k, v in weights.items()}
+
+
+def block_weights(run: WeightFiles, prefix: str, device: torch.device, snapshot: int | None = None) -> dict[str, Tensor]:
+    """The reconstructed weights (or snapshot) of one decoder block of a run (parameter names under `prefix`), read alone."""
+    suffixes = (".weight",) if snapshot is None else (".weight", f".snapshot_{snapshot}")
+    names = [n for n in run.names() if n.startswith(prefix) and n.endswith(suffixes)]
+    return pruned_weights(run.load(names, None, device), snapshot)
 
 
 def block_tensors(pruned_dir: Path) -> Iterator[dict[str, Tensor]]:
