@@ -32,8 +32,8 @@ bench-armor: $(STAMP)  ## both solvers' loss against time on SmolLM2 block 15, a
 bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the paper grid, and its projected wall time on 16 workers
 	$(BIN)/python -m armor.bench.iteration --out results/benchmarks/grid_iteration.csv
 
-bench-memory: $(STAMP)  ## peak host memory of a prune job on 4- and 32-block models -> results/benchmarks/prune_memory.csv
-	$(BIN)/python -m armor.bench.prune_memory
+bench-memory: $(STAMP)  ## peak host memory of prune and perplexity jobs on 4- and 32-block models -> results/benchmarks/job_memory.csv
+	$(BIN)/python -m armor.bench.job_memory
 
 test: $(STAMP)  ## the CI test set (everything not marked slow)
 	$(BIN)/pytest -m "not slow"
