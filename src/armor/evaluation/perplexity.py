@@ -14,7 +14,7 @@ from transformers import PreTrainedModel
 from armor.pipeline.blocks import BlockRunner, WeightFiles
 from armor.pipeline.checkpoint import atomic_write_json
 from armor.pipeline.data import load_windows
-from armor.pipeline.models import DTYPES, apply_weights
+from armor.pipeline.models import DTYPES
 from armor.pipeline.runs import apply_run, block_weights, pruned_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,8 @@ def streamed_perplexity(
     hidden = runner.hidden
     start = time.perf_counter()
     for index in range(len(runner)):
-        block = runner.load(index)
-        if run is not None:
-            apply_weights(runner.model, block_weights(run, f"{runner.prefix}.{index}.", device, snapshot))
+        given = block_weights(run, f"{runner.prefix}.{index}.", device, snapshot) if run is not None else None
+        block = runner.load(index, given)  # the run's linears are not read from the dense model
         runner.run(index, block, hidden, out=hidden)
         runner.release(index)
         log.info("streamed block %d/%d (%.0fs)", index + 1, len(runner), time.perf_counter() - start)

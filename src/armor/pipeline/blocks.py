@@ -91,17 +91,26 @@ def skeleton(model_dir: Path, dtype: torch.dtype) -> PreTrainedModel:
     return model.eval()
 
 
-def _assign(module: nn.Module, prefix: str, files: WeightFiles, dtype: torch.dtype, device: torch.device, skip: str = "") -> None:
-    """Load every saved tensor of `module` (names under `prefix`, none under `skip`) from files onto `device`."""
-    names = [n for n in files.names() if n.startswith(prefix) and not (skip and n.startswith(skip))]
+def _assign(module: nn.Module, prefix: str, files: WeightFiles, dtype: torch.dtype, device: torch.device, skip: tuple[str, ...] = ()) -> None:
+    """Load every saved tensor of `module` (names under `prefix`, none starting with any of `skip`) from files onto `device`."""
+    names = [n for n in files.names() if n.startswith(prefix) and not n.startswith(skip)]
     state = {n.removeprefix(prefix): t for n, t in files.load(names, dtype, device).items()}
     module.load_state_dict(state, strict=False, assign=True)
 
 
-def load_block(model: PreTrainedModel, index: int, files: WeightFiles, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """Decoder block `index` with its weights read from files onto `device` (the rest of the model untouched)."""
-    block = decoder_layers(model)[index]
-    _assign(block, f"{layers_path(model)}.{index}.", files, dtype, device)
+def load_block(
+    model: PreTrainedModel, index: int, files: WeightFiles, dtype: torch.dtype, device: torch.device, given: dict[str, Tensor] | None = None,
+) -> nn.Module:
+    """Decoder block `index` with its weights read from files onto `device` (the rest of the model untouched), except
+    those `given` by full parameter name (e.g. a run's pruned linears), which are used instead and never read."""
+    block, prefix, given = decoder_layers(model)[index], f"{layers_path(model)}.{index}.", given or {}
+    wrong = [n for n, t in given.items() if not n.startswith(prefix) or t.dtype != dtype]
+    if wrong:
+        raise ValueError(f"block {index}: given tensors {wrong[:5]} are not this block's in {dtype}")
+    _assign(block, prefix, files, dtype, device, skip=tuple(given))
+    unknown = block.load_state_dict({n.removeprefix(prefix): t for n, t in given.items()}, strict=False, assign=True).unexpected_keys
+    if unknown:
+        raise KeyError(f"block {index} has no parameters {unknown[:5]}")
     left = [n for n, p in block.named_parameters() if p.is_meta]
     if left:
         raise KeyError(f"{files.folder}: block {index} has no saved weights for {left[:5]}")
@@ -118,7 +127,7 @@ def release_block(model: PreTrainedModel, index: int) -> None:
 def load_outside_blocks(model: PreTrainedModel, files: WeightFiles, dtype: torch.dtype, device: torch.device) -> None:
     """Materialise everything but the decoder blocks (embeddings, final norm, head, rotary buffers) on `device`."""
     path = layers_path(model)
-    _assign(model, "", files, dtype, device, skip=f"{path}.")
+    _assign(model, "", files, dtype, device, skip=(f"{path}.",))
     if getattr(model.config, "tie_word_embeddings", False):
         model.tie_weights()
     parent, _, child = path.rpartition(".")
@@ -232,9 +241,9 @@ class BlockRunner:
     def __len__(self) -> int:
         return len(decoder_layers(self.model))
 
-    def load(self, index: int) -> nn.Module:
-        """Block `index`, materialised on the device."""
-        return load_block(self.model, index, self.files, self.dtype, self.device)
+    def load(self, index: int, given: dict[str, Tensor] | None = None) -> nn.Module:
+        """Block `index`, materialised on the device (tensors `given` by full name used instead of the saved ones)."""
+        return load_block(self.model, index, self.files, self.dtype, self.device, given)
 
     def release(self, index: int) -> None:
         release_block(self.model, index)
