@@ -200,3 +200,15 @@ def test_streamed_evaluation_of_a_run_and_its_snapshots_matches_the_loaded_model
         assert all(abs(streamed[k] - whole[k]) <= 1e-5 * whole[k] for k in whole), (whole, streamed)
     if method == "armor":
         assert abs(results[True][1][3] - results[True][0]["a"]) > 1e-3  # the snapshot is not the final weights
+
+
+def test_snapshots_of_a_half_precision_run_are_saved_and_scored_in_its_dtype(six_blocks, tmp_path):
+    folder, windows = six_blocks
+    options = {"block_size": 8, "iterations": 6, "lr": 1e-2, "snapshots": [3]}
+    prune_model(folder, "bfloat16", "armor", options, windows, tmp_path, batch_size=4)
+    first = next(block_tensors(tmp_path / "pruned"))
+    assert first["model.layers.0.mlp.down_proj.snapshot_3"].dtype == first["model.layers.0.mlp.down_proj.weight"].dtype == torch.bfloat16
+    save_windows(tmp_path / "eval.safetensors", windows[:4])
+    scores = [evaluate_snapshots(folder, "bfloat16", tmp_path / "pruned", tmp_path / "eval.safetensors", [3], tmp_path / f"s{stream}.json", "cpu", 2, stream)[3]
+              for stream in (False, True)]
+    assert abs(scores[1] - scores[0]) <= 1e-2 * scores[0], scores

@@ -43,14 +43,17 @@ def prune_linears(
     method: Method, weights: dict[str, Tensor], stats: dict[str, LayerStats], options: dict[str, Any], index: int,
     prefix: str, dtype: torch.dtype,
 ) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
-    """Prune one block's linears (float32 weights by name in the block); the tensors to save and one record per layer."""
+    """Prune one block's linears (float32 weights by name in the block); the tensors to save and one record per layer.
+
+    The weight and ARMOR's snapshots (the weight at earlier iterations) are saved in the model's dtype; the factors stay float32.
+    """
     results = method.prune_block(weights, stats, {**options, "seed": options.get("seed", 0) + index})
     tensors: dict[str, Tensor] = {}
     records = []
     for name, result in results.items():
         full = prefix + name
         tensors |= {f"{full}.weight": result.weight.to(dtype), f"{full}.h": stats[name].h}
-        tensors |= {f"{full}.{key}": value for key, value in result.extras.items()}
+        tensors |= {f"{full}.{key}": value.to(dtype) if key.startswith("snapshot_") else value for key, value in result.extras.items()}
         d_out, d_in = result.weight.shape
         records.append({
             "layer": full, "d_out": d_out, "d_in": d_in, "proxy_loss": relative_loss(weights[name], result.weight, stats[name].h),
