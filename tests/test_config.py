@@ -108,7 +108,7 @@ def test_slurm_profile_builds_paper_dag_with_gpu_requests():
         assert "gpu=1," in part and "gpu_model=a100" in part and "slurm_partition=gpu" in part and "runtime=1440" in part
         mem_mb = int(re.search(r"mem_mb=(\d+)", part).group(1))
         assert mem_mb == 1024 * math.ceil(2 + 24 * per_block_gb * 1e9 / 2**30) < 24 * 1024  # one block's share, not 140 GB
-    for rule, gpus in (("lm_eval", 2), ("perplexity", 1), ("snapshot_perplexity", 1)):  # perplexity streams blocks
+    for rule, gpus in (("lm_eval", 4), ("perplexity", 1), ("snapshot_perplexity", 1)):  # perplexity streams blocks
         job = next(j for j in jobs if f"rule {rule}:" in j and "model=llama2-70b," in j)
         assert f"gpu={gpus}," in job and "slurm_partition=gpu" in job, rule
     assert "gpu=1," in next(j for j in jobs if "rule lm_eval:" in j and "model=llama2-7b," in j)

@@ -17,7 +17,15 @@ from armor.pipeline.calibration import calibrate, load_stats
 from armor.pipeline.checkpoint import load_tensors
 from armor.pipeline.data import calibration_windows, save_windows
 from armor.pipeline.driver import prune_model
-from armor.pipeline.models import ModelFetchError, fetch_model, load_tokenizer, num_blocks
+from armor.pipeline.models import (
+    ModelFetchError,
+    ModelPlacementError,
+    apply_weights,
+    check_placement,
+    fetch_model,
+    load_tokenizer,
+    num_blocks,
+)
 from armor.pipeline.prune import FAULT_ENV, prune_chain, prune_part
 from armor.pipeline.runs import block_tensors
 from armor.sparsity import is_24
@@ -181,6 +189,17 @@ def test_local_folder_and_gguf_path_sources(six_blocks, tmp_path):
         fetch_model({"source": "gguf", "path": str(tmp_path / "missing.gguf"), "dtype": "float32"}, tmp_path / "g")
     with pytest.raises(ModelFetchError, match="set models.<name>.num_layers"):
         num_blocks({"source": "hub", "id": "org/model"}, tmp_path / "none")
+
+
+def test_a_model_that_does_not_fit_its_gpus_is_refused_not_evaluated_with_dense_weights(six_blocks, tmp_path):
+    folder, _ = six_blocks
+    offloaded = AutoModelForCausalLM.from_pretrained(folder, device_map="auto", max_memory={"cpu": 10_000}, offload_folder=tmp_path)
+    with pytest.raises(ModelPlacementError, match="offloaded to the CPU or disk .*raise models.<name>.gpus"):
+        check_placement(offloaded)
+    name = "model.layers.0.mlp.down_proj.weight"
+    with pytest.raises(ValueError, match=f"{name} is offloaded"):  # copying into a meta tensor would silently do nothing
+        apply_weights(offloaded, {name: torch.zeros(offloaded.get_parameter(name).shape)})
+    check_placement(AutoModelForCausalLM.from_pretrained(folder))
 
 
 @pytest.mark.parametrize("method", ["dense", "armor"])

@@ -20,7 +20,7 @@ from armor.inference.armor_linear import compress_24
 from armor.pipeline.assemble import INDEX, SHARD, run_files, run_metadata
 from armor.pipeline.blocks import WeightFiles, block_linears, decoder_layers, layers_path, skeleton
 from armor.pipeline.checkpoint import atomic_dir
-from armor.pipeline.models import DTYPES
+from armor.pipeline.models import DTYPES, check_placement
 
 log = logging.getLogger(__name__)
 
@@ -158,4 +158,5 @@ def load_pruned(path: Path, device: str | torch.device = "cpu") -> PreTrainedMod
     every visible GPU (device_map="auto"), otherwise on `device`."""
     spread = torch.device(device).type == "cuda"
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype="auto", local_files_only=True, device_map="auto" if spread else None)
+    check_placement(model)
     return (model if spread else model.to(device)).eval()

@@ -26,6 +26,10 @@ class ModelFetchError(RuntimeError):
     """A model could not be fetched from its configured source."""
 
 
+class ModelPlacementError(RuntimeError):
+    """A model does not fit on the GPUs it was given."""
+
+
 def package_file(package: str, file: str) -> Path:
     """Path of a data file inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
@@ -155,7 +159,19 @@ def load_model(model_dir: Path, dtype: str, device: torch.device | None = None) 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     device_map = "auto" if device is not None and device.type == "cuda" else None
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype], local_files_only=True, device_map=device_map)
+    check_placement(model)
     return model.eval(), tokenizer
+
+
+def check_placement(model: PreTrainedModel) -> None:
+    """Refuse a model that `device_map="auto"` could not fit on the visible GPUs (modules offloaded to the CPU or disk)."""
+    offloaded = [name or "the whole model" for name, where in getattr(model, "hf_device_map", {}).items() if where in ("cpu", "disk")]
+    if offloaded:
+        raise ModelPlacementError(
+            f"the model does not fit on the {torch.cuda.device_count()} visible GPU(s): {len(offloaded)} of its modules "
+            f"were offloaded to the CPU or disk (first: {offloaded[0]}), where they would run slowly or not at all; "
+            "raise models.<name>.gpus"
+        )
 
 
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
@@ -168,6 +184,8 @@ def apply_weights(model: PreTrainedModel, weights: dict[str, Tensor]) -> None:
     with torch.no_grad():
         for name, value in weights.items():
             param = model.get_parameter(name)
+            if param.is_meta:
+                raise ValueError(f"{name} is offloaded (on the meta device), so its pruned weight cannot be applied")
             if param.dtype != value.dtype or param.shape != value.shape:
                 raise ValueError(f"{name}: expected {param.dtype} {tuple(param.shape)}, got {value.dtype} {tuple(value.shape)}")
             param.copy_(value)
