@@ -111,12 +111,13 @@ def test_build_and_speed_tables(workflow_dir):
     dense = speed[speed["method"] == "dense"]
     assert (dense["decode_vs_dense"] == 1).all() and (dense["prefill_vs_dense"] == 1).all()  # the reference is not timed against itself
     assert speed["decode_vs_dense"].notna().all()
-    assert {"device", "device_name", "torch", "transformers"} <= set(speed.columns)
+    assert {"device", "device_name", "gpus", "sparse_backend", "torch", "transformers"} <= set(speed.columns)
+    assert (speed["sparse_backend"] == "none").all()
     disk = speed.drop_duplicates("method").set_index("method")["bytes_on_disk"]
     assert disk["sparsegpt"] < disk["armor"] < disk["dense"]
     layers = pd.read_csv(workflow_dir / "results/tables/layer_speed.csv")
     assert set(layers["variant"]) == {"dense", "2:4", "armor_b64"}
-    assert len(layers) == 3 * 3 and (layers["kernel"] == layers["variant"].map({"dense": "dense", "2:4": "dense", "armor_b64": "folded"})).all()  # CPU: no 2:4 kernel
+    assert sorted(layers["tokens"].unique()) == [1, 8] and len(layers) == 3 * 3 * 2 and (layers["kernel"] == layers["variant"].map({"dense": "dense", "2:4": "dense", "armor_b64": "folded"})).all()  # CPU: no 2:4 kernel
     assert (layers["ms_min"] <= layers["ms"]).all() and (layers["ms"] <= layers["ms_max"]).all()
     card = (workflow_dir / "results/runs/tiny-llama/armor/b16/packed/README.md").read_text()
     assert "base_model:" in card and "ARMOR (b = 16)" in card and "| analogy |" in card

@@ -148,7 +148,10 @@ class ArmorLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         matrix = self.matrix()
         wrapped = bool(self.block_size) and self._kernel != "folded"
-        y = F.linear(apply_blocks(x, self.B, self.in_features) if wrapped else x, matrix)
+        x = apply_blocks(x, self.B, self.in_features) if wrapped else x
+        if self._kernel == "semi-structured":
+            x = x.contiguous()  # the 2:4 kernels view the input as 2-D; B's product over a ragged last block is a strided slice
+        y = F.linear(x, matrix)
         if wrapped:
             y = apply_blocks(y, self.A, self.out_features)
         return y if self.bias is None else y + self.bias

@@ -11,6 +11,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,27 @@ LAYER_SHAPES = {
 }
 
 
-def environment(device: torch.device) -> dict[str, str]:
-    """Device and library versions, recorded in every benchmark row."""
+def sparse_backend(device: torch.device) -> str:
+    """Which library runs PyTorch's 2:4 kernels on this device: cuSPARSELt, CUTLASS, or none (the CPU)."""
+    if device.type != "cuda":
+        return "none"
+    from torch.sparse import SparseSemiStructuredTensor
+
+    return "cutlass" if SparseSemiStructuredTensor._FORCE_CUTLASS or not torch.backends.cusparselt.is_available() else "cusparselt"
+
+
+def environment(device: torch.device) -> dict[str, str | int]:
+    """Device, GPU count, 2:4 backend and library versions, recorded in every benchmark row."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} cpu x{torch.get_num_threads()}"
-    return {"device": device.type, "device_name": name, "torch": torch.__version__, "transformers": transformers.__version__}
+    return {"device": device.type, "device_name": name, "gpus": torch.cuda.device_count() if device.type == "cuda" else 0,
+            "sparse_backend": sparse_backend(device), "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall-clock timings cover it; nothing on the CPU."""
+    """Wait for queued work on every visible GPU (a model may be spread over several), so timings cover it; nothing on the CPU."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(index)
 
 
 Timed = tuple[Callable[..., Any], Callable[[], tuple[Any, ...]]]  # (the call to time, an untimed setup giving its arguments)
@@ -71,10 +83,17 @@ def ratio(reference: list[float], seconds: list[float]) -> float:
     return statistics.median(r / s for r, s in zip(reference, seconds, strict=True))
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated, or the process's peak resident set on the CPU, in MB."""
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory measurement on every visible GPU; nothing on the CPU (its peak is the process's)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(index)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, summed over the visible GPUs, or the process's peak resident set on the CPU, in MB."""
+    if device.type == "cuda":
+        return sum(torch.cuda.max_memory_allocated(index) for index in range(torch.cuda.device_count())) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -117,8 +136,7 @@ def model_speed(
     model = load_pruned(packed, device=device)
     memory = {}
     for batch in batch_sizes:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
         interleaved(dict(zip(("prefill", "decode"), _model_cases(model, batch, prompt_len, decode_tokens, device))), device, 0)
         memory[batch] = peak_memory_mb(device)
     kernel = linear_kernels(model)  # the warm-up built every layer's matrix
@@ -158,28 +176,32 @@ def layer_variants(d_out: int, d_in: int, block_sizes: list[int], dtype: torch.d
     return variants
 
 
+def _forward(layer: ArmorLinear, x: torch.Tensor) -> None:
+    """One forward of the layer, without autograd."""
+    with torch.inference_mode():
+        layer(x)
+
+
 def layer_speed(
-    shapes: dict[str, list[tuple[int, int]]], block_sizes: list[int], tokens: int, dtype: torch.dtype, device: torch.device, rounds: int = 10
+    shapes: dict[str, list[tuple[int, int]]], block_sizes: list[int], tokens: list[int], dtype: torch.dtype, device: torch.device,
+    rounds: int = 10,
 ) -> list[dict[str, Any]]:
-    """One linear per shape: dense vs 2:4 vs ARMOR at each block size on `tokens` rows of input, interleaved."""
+    """One linear per shape and number of input rows (tokens): dense vs 2:4 vs ARMOR at each block size, interleaved."""
     rows = []
     for model, layer_shapes in shapes.items():
         for d_out, d_in in layer_shapes:
-            x = torch.randn(tokens, d_in, device=device).to(dtype)
             variants = layer_variants(d_out, d_in, block_sizes, dtype, device)
-
-            def call(layer: ArmorLinear) -> None:
-                with torch.inference_mode():
-                    layer(x)
-
-            times = interleaved({name: (lambda layer=layer: call(layer), tuple) for name, layer in variants.items()}, device, rounds)
-            for name, layer in variants.items():
-                median = statistics.median(times[name])
-                rows.append({
-                    "model": model, "d_out": d_out, "d_in": d_in, "variant": name, "kernel": layer.kernel(),
-                    "dtype": str(dtype).removeprefix("torch."), "tokens": tokens, "rounds": rounds, "ms": median * 1000,
-                    "ms_min": min(times[name]) * 1000, "ms_max": max(times[name]) * 1000,
-                    "speedup_vs_dense": ratio(times["dense"], times[name]), **environment(device),
-                })
-                log.info("%s %dx%d %s (%s): %.3f ms, %.2fx", model, d_out, d_in, name, rows[-1]["kernel"], median * 1000, rows[-1]["speedup_vs_dense"])
+            for n in tokens:
+                x = torch.randn(n, d_in, device=device).to(dtype)
+                times = interleaved({name: (partial(_forward, layer, x), tuple) for name, layer in variants.items()}, device, rounds)
+                for name, layer in variants.items():
+                    median = statistics.median(times[name])
+                    rows.append({
+                        "model": model, "d_out": d_out, "d_in": d_in, "variant": name, "kernel": layer.kernel(),
+                        "dtype": str(dtype).removeprefix("torch."), "tokens": n, "rounds": rounds, "ms": median * 1000,
+                        "ms_min": min(times[name]) * 1000, "ms_max": max(times[name]) * 1000,
+                        "speedup_vs_dense": ratio(times["dense"], times[name]), **environment(device),
+                    })
+                    log.info("%s %dx%d, %d tokens, %s (%s): %.3f ms, %.2fx", model, d_out, d_in, n, name, rows[-1]["kernel"], median * 1000,
+                             rows[-1]["speedup_vs_dense"])
     return rows
