@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: demo speed bench-armor bench-grid bench-memory test test-all lint dry-run clean
+.PHONY: demo speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the pap
 
 bench-memory: $(STAMP)  ## peak host memory of prune and perplexity jobs on 4- and 32-block models -> results/benchmarks/job_memory.csv
 	$(BIN)/python -m armor.bench.job_memory
+
+bench-gpu: $(STAMP)  ## on a CUDA GPU: fp16 layer speed at the Llama shapes, the packed demo models' speed, both solvers at Llama-2-7B shapes (b = 128)
+	@$(BIN)/python -c "import sys, torch; sys.exit(None if torch.cuda.is_available() else 'make bench-gpu needs a CUDA GPU')"
+	$(BIN)/pytest tests/test_gpu.py
+	$(SNAKEMAKE) results/tables/layer_speed.csv --forcerun layer_speed
+	$(SNAKEMAKE) results/tables/speed.csv --configfile config/demo.yaml
+	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solver adam --out results/benchmarks/gpu_iteration_adam.csv
+	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solver exact --out results/benchmarks/gpu_iteration_exact.csv
 
 test: $(STAMP)  ## the CI test set (everything not marked slow)
 	$(BIN)/pytest -m "not slow"

@@ -20,6 +20,7 @@ rule speed:
         prompt_len=config["speed"]["prompt_len"],
         decode_tokens=config["speed"]["decode_tokens"],
         rounds=config["speed"]["rounds"],
+        dtype=config["speed"]["model_dtype"],
         device=config["device"],
     script:
         "../scripts/benchmark/speed.py"

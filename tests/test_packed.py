@@ -163,6 +163,16 @@ def test_dense_equivalent_loads_without_custom_code_and_matches_the_packed_model
         assert torch.allclose(loaded["logits"], packed(windows).logits, atol=1e-4), arch
 
 
+def test_packed_model_loads_in_another_dtype(runs):
+    """The speed benchmark times float32 runs in half precision on a GPU (where the 2:4 kernels need it)."""
+    _, root, windows = runs
+    full, half = load_pruned(root / "armor" / "packed"), load_pruned(root / "armor" / "packed", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16} and half.get_buffer("model.layers.0.mlp.up_proj.patterns").dtype == torch.uint8
+    with torch.no_grad():
+        reference, logits = full(windows).logits, half(windows).logits.float()
+    assert (logits - reference).norm() <= 2e-2 * reference.norm()
+
+
 def test_biases_sizes_and_model_card(runs):
     arch, root, _ = runs
     config = json.loads((root / "armor/packed/config.json").read_text())

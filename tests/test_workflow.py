@@ -113,6 +113,7 @@ def test_build_and_speed_tables(workflow_dir):
     assert speed["decode_vs_dense"].notna().all()
     assert {"device", "device_name", "gpus", "sparse_backend", "torch", "transformers"} <= set(speed.columns)
     assert (speed["sparse_backend"] == "none").all()
+    assert (speed["dtype"] == "float32").all()  # speed.model_dtype applies on a GPU only
     disk = speed.drop_duplicates("method").set_index("method")["bytes_on_disk"]
     assert disk["sparsegpt"] < disk["armor"] < disk["dense"]
     layers = pd.read_csv(workflow_dir / "results/tables/layer_speed.csv")

@@ -153,10 +153,10 @@ def packed_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
 
 
-def load_pruned(path: Path, device: str | torch.device = "cpu") -> PreTrainedModel:
-    """A packed model, loaded with plain transformers and the folder's own code, in eval mode: on CUDA spread over
-    every visible GPU (device_map="auto"), otherwise on `device`."""
+def load_pruned(path: Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = "auto") -> PreTrainedModel:
+    """A packed model, loaded with plain transformers and the folder's own code, in eval mode and in `dtype` (`auto`:
+    as saved): on CUDA spread over every visible GPU (device_map="auto"), otherwise on `device`."""
     spread = torch.device(device).type == "cuda"
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype="auto", local_files_only=True, device_map="auto" if spread else None)
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype=dtype, local_files_only=True, device_map="auto" if spread else None)
     check_placement(model)
     return (model if spread else model.to(device)).eval()

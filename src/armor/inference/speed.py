@@ -126,14 +126,16 @@ def linear_kernels(model: Any) -> str:
 
 
 def model_speed(
-    packed: Path, reference: Path | None, batch_sizes: list[int], prompt_len: int, decode_tokens: int, device: torch.device, rounds: int = 5
+    packed: Path, reference: Path | None, batch_sizes: list[int], prompt_len: int, decode_tokens: int, device: torch.device, rounds: int = 5,
+    dtype: torch.dtype | str = "auto",
 ) -> list[dict[str, Any]]:
-    """Prefill and greedy-decode throughput of a packed model at each batch size, interleaved with the dense reference.
+    """Prefill and greedy-decode throughput of a packed model at each batch size, interleaved with the dense reference,
+    both loaded in `dtype` (`auto`: as saved).
 
     Peak memory is measured with the packed model alone, before the reference is loaded; without a reference the
     ratios are NaN, and the reference itself is timed once, with ratios of 1.
     """
-    model = load_pruned(packed, device=device)
+    model = load_pruned(packed, device=device, dtype=dtype)
     memory = {}
     for batch in batch_sizes:
         reset_peak_memory(device)
@@ -141,7 +143,7 @@ def model_speed(
         memory[batch] = peak_memory_mb(device)
     kernel = linear_kernels(model)  # the warm-up built every layer's matrix
     compare = reference is not None and Path(reference).resolve() != Path(packed).resolve()
-    dense = load_pruned(reference, device=device) if compare else None
+    dense = load_pruned(reference, device=device, dtype=dtype) if compare else None
     same = float("nan") if reference is None else 1.0  # the ratio of a run that is not compared
     rows = []
     for batch in batch_sizes:
@@ -155,7 +157,7 @@ def model_speed(
             "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]) if compare else same,
             **spread(batch * decode_tokens, t["decode"], "decode_tokens_per_s"),
             "decode_vs_dense": ratio(t["ref_decode"], t["decode"]) if compare else same,
-            "kernel": kernel, "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
+            "dtype": str(model.dtype).removeprefix("torch."), "kernel": kernel, "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
         })
         log.info("batch %d: prefill %.0f tok/s (%.2fx dense), decode %.1f tok/s (%.2fx dense)", batch, rows[-1]["prefill_tokens_per_s"],
                  rows[-1]["prefill_vs_dense"], rows[-1]["decode_tokens_per_s"], rows[-1]["decode_vs_dense"])

@@ -70,7 +70,7 @@ def iterations_layout(table: pd.DataFrame) -> pd.DataFrame:
 
 def speed_layout(table: pd.DataFrame) -> pd.DataFrame:
     """Throughput (tokens/s: median, slowest–fastest round; and the per-round ratio to dense) per method and batch
-    size, peak memory, packed size on disk and how the pruned linears ran."""
+    size, peak memory, packed size on disk, the dtype timed and how the pruned linears ran."""
     table = _by_method(table)
     shown = pd.DataFrame(
         {
@@ -81,6 +81,7 @@ def speed_layout(table: pd.DataFrame) -> pd.DataFrame:
             "decode × dense": table["decode_vs_dense"].map(lambda v: f"{v:.2f}"),
             "peak MB": table["peak_memory_mb"].map(lambda v: f"{v:.0f}"),
             "disk MB": (table["bytes_on_disk"] / 2**20).map(lambda v: f"{v:.1f}"),
+            "dtype": table["dtype"],
             "kernel": table["kernel"],
             "device": table["device_name"],
         }
