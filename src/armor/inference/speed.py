@@ -32,6 +32,11 @@ LAYER_SHAPES = {
 }
 
 
+def visible_gpus(device: torch.device) -> range:
+    """Indices of the GPUs a CUDA run may spread over (every visible one); none on the CPU."""
+    return range(torch.cuda.device_count() if device.type == "cuda" else 0)
+
+
 def sparse_backend(device: torch.device) -> str:
     """Which library runs PyTorch's 2:4 kernels on this device: cuSPARSELt, CUTLASS, or none (the CPU)."""
     if device.type != "cuda":
@@ -44,15 +49,14 @@ def sparse_backend(device: torch.device) -> str:
 def environment(device: torch.device) -> dict[str, str | int]:
     """Device, GPU count, 2:4 backend and library versions, recorded in every benchmark row."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} cpu x{torch.get_num_threads()}"
-    return {"device": device.type, "device_name": name, "gpus": torch.cuda.device_count() if device.type == "cuda" else 0,
+    return {"device": device.type, "device_name": name, "gpus": len(visible_gpus(device)),
             "sparse_backend": sparse_backend(device), "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued work on every visible GPU (a model may be spread over several), so timings cover it; nothing on the CPU."""
-    if device.type == "cuda":
-        for index in range(torch.cuda.device_count()):
-            torch.cuda.synchronize(index)
+    for index in visible_gpus(device):
+        torch.cuda.synchronize(index)
 
 
 Timed = tuple[Callable[..., Any], Callable[[], tuple[Any, ...]]]  # (the call to time, an untimed setup giving its arguments)
@@ -85,15 +89,14 @@ def ratio(reference: list[float], seconds: list[float]) -> float:
 
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory measurement on every visible GPU; nothing on the CPU (its peak is the process's)."""
-    if device.type == "cuda":
-        for index in range(torch.cuda.device_count()):
-            torch.cuda.reset_peak_memory_stats(index)
+    for index in visible_gpus(device):
+        torch.cuda.reset_peak_memory_stats(index)
 
 
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated, summed over the visible GPUs, or the process's peak resident set on the CPU, in MB."""
     if device.type == "cuda":
-        return sum(torch.cuda.max_memory_allocated(index) for index in range(torch.cuda.device_count())) / 2**20
+        return sum(torch.cuda.max_memory_allocated(index) for index in visible_gpus(device)) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
