@@ -39,7 +39,7 @@ bench-gpu: $(STAMP)  ## on a CUDA GPU: fp16 layer speed at the Llama shapes, the
 	@$(BIN)/python -c "import sys, torch; sys.exit(None if torch.cuda.is_available() else 'make bench-gpu needs a CUDA GPU')"
 	$(BIN)/pytest tests/test_gpu.py
 	$(SNAKEMAKE) results/tables/layer_speed.csv --forcerun layer_speed
-	$(SNAKEMAKE) results/tables/speed.csv --configfile config/demo.yaml
+	$(SNAKEMAKE) results/tables/speed.csv --configfile config/demo.yaml --forcerun speed
 	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solver adam --out results/benchmarks/gpu_iteration_adam.csv
 	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solver exact --out results/benchmarks/gpu_iteration_exact.csv
 
