@@ -14,6 +14,7 @@ class ConfigError(ValueError):
 
 
 def _key(path: Any) -> str:
+    """A config key path as dotted text, e.g. calibration.mode.wanda."""
     return ".".join(str(p) for p in path) or "<top level>"
 
 
@@ -39,6 +40,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema itself, or the definition its $ref points to."""
     ref = schema.get("$ref")
     return SCHEMA["$defs"][ref.rsplit("/", 1)[1]] if ref else schema
 

@@ -68,6 +68,7 @@ class Run:
         self.counts = [GuardCounts(torch.zeros(p.layers, dtype=torch.long), torch.zeros(p.layers, dtype=torch.long)) for p in self.problems]
 
     def step(self) -> None:
+        """One Adam iteration of every shape group of the block."""
         for prob, adam, counts in zip(self.problems, self.adams, self.counts):
             iterate(prob, self.opts, torch.ones(prob.layers, dtype=torch.bool), adam, counts)
 

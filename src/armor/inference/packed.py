@@ -84,11 +84,13 @@ def _write_blocks(model_dir: Path, dtype: torch.dtype, pruned: Path, out: Path, 
 
 
 def _save(state: dict[str, Tensor], out: Path, shard: str) -> dict[str, str]:
+    """Write one safetensors shard; its entries of the weight map (tensor name -> shard)."""
     save_file({k: v.contiguous() for k, v in state.items()}, out / shard, metadata={"format": "pt"})
     return {name: shard for name in state}
 
 
 def _copy_tokenizer(model_dir: Path, out: Path) -> None:
+    """Copy the tokenizer and the generation config of the base model into out."""
     AutoTokenizer.from_pretrained(model_dir, local_files_only=True).save_pretrained(out)
     if (model_dir / "generation_config.json").exists():
         shutil.copyfile(model_dir / "generation_config.json", out / "generation_config.json")
@@ -105,6 +107,7 @@ def pack(model_dir: Path, dtype: str, pruned: Path, out_dir: Path, card: str) ->
     files = WeightFiles(model_dir)
 
     def packed_linear(run: dict[str, Tensor], name: str) -> dict[str, Tensor]:
+        """The packed tensors of one pruned linear: 2:4 values and patterns, folded wrappers, bias."""
         core = run.get(f"{name}.core", run[f"{name}.weight"]).to(torch_dtype)
         values, patterns = compress_24(core)
         state = {f"{name}.values": values, f"{name}.patterns": patterns}

@@ -106,14 +106,17 @@ def _model_cases(model: Any, batch: int, prompt_len: int, decode_tokens: int, de
     prompt = prompt.to(model.get_input_embeddings().weight.device)  # the first GPU of a model spread over several
 
     def prefill() -> Any:
+        """One forward over the prompt, filling the KV cache."""
         with torch.inference_mode():
             return model(prompt, use_cache=True)
 
     def start_decode() -> tuple[Any, torch.Tensor]:
+        """The cache and first token a decode starts from."""
         out = prefill()
         return out.past_key_values, out.logits[:, -1:].argmax(-1)
 
     def decode(cache: Any, token: torch.Tensor) -> None:
+        """Greedy decoding of `decode_tokens` tokens from a cache."""
         with torch.inference_mode():
             for _ in range(decode_tokens):
                 out = model(token, past_key_values=cache, use_cache=True)
@@ -168,6 +171,7 @@ def model_speed(
 
 
 def _random_blocks(lay: bd.Layout, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Wrapper blocks (n, b, b) near the identity, as after ARMOR."""
     return (bd.identity(lay, dtype=dtype, device=device)[0] + 0.01 * torch.randn(lay.n_blocks, lay.b, lay.b, device=device).to(dtype))
 
 

@@ -28,6 +28,7 @@ def per_layer(prune: Callable[[Tensor, LayerStats], Tensor]) -> BlockPruner:
     def prune_block(
         weights: dict[str, Tensor], stats: dict[str, LayerStats], options: dict[str, Any]
     ) -> dict[str, LayerResult]:
+        """Each linear of the block pruned on its own."""
         return {name: LayerResult(prune(w, stats[name])) for name, w in weights.items()}
 
     return prune_block

@@ -46,6 +46,7 @@ class Options:
         return cls(**{**options, **({"snapshots": tuple(options["snapshots"])} if "snapshots" in options else {})})
 
     def __post_init__(self) -> None:
+        """Refuse an unknown selection or solver."""
         if self.selection not in SELECTIONS:
             raise ValueError(f"armor selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.solver not in SOLVERS:

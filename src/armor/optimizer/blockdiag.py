@@ -18,10 +18,12 @@ class Layout:
 
     @property
     def padded(self) -> int:
+        """The dimension padded to a whole number of units."""
         return math.ceil(self.d / self.multiple) * self.multiple
 
     @property
     def n_blocks(self) -> int:
+        """Blocks of size b covering the padded dimension."""
         return self.padded // self.b
 
 

@@ -51,6 +51,7 @@ def conjugate_gradient_core(prob: Problem, steps: int, active: Tensor) -> None:
     shape = (-1,) + (1,) * (prob.core.dim() - 1)
 
     def dot(x: Tensor, y: Tensor) -> Tensor:
+        """Per-layer inner products (L,) in float64."""
         return (x * y).sum(tuple(range(1, x.dim())), dtype=torch.float64)
 
     residual = -prob.core_gradient() * prob.mask  # negative gradient on kept values

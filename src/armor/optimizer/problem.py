@@ -57,9 +57,11 @@ class Problem:
 
     @property
     def layers(self) -> int:
+        """How many layers the batch holds."""
         return self.a.shape[0]
 
     def _grid(self, x: Tensor) -> Tensor:
+        """A padded (L, d_out, d_in) tensor as a contiguous block grid (L, n_out, b, n_in, b)."""
         return bd.grid(x, self.rows, self.cols).contiguous()
 
     def _units(self, x: Tensor) -> Tensor:
@@ -166,6 +168,7 @@ class Problem:
         keep = mask_g[li, pi, rho, ui, gamma]
 
         def flat(x: Tensor) -> Tensor:
+            """(L, n_out, n_units, ...) flattened to one batch of groups."""
             return x.reshape(L * n_out * n_units, *x.shape[3:])
 
         values, new_keep = solve_groups(flat(a_col), flat(b_rows), flat(h_u), flat(contracted), flat(current), flat(keep))
@@ -186,6 +189,7 @@ class Problem:
         self.loss = torch.where(ok, loss, self.loss)
 
     def _flat(self, grid: Tensor) -> Tensor:
+        """A block grid back as padded matrices (L, d_out_padded, d_in_padded)."""
         return grid.reshape(grid.shape[0], self.rows.padded, self.cols.padded)
 
     def snapshot(self) -> Tensor:

@@ -60,9 +60,11 @@ class WeightFiles:
             raise FileNotFoundError(f"{self.folder} holds no model.safetensors or model.safetensors.index.json")
 
     def __contains__(self, name: str) -> bool:
+        """Whether a tensor of that name is stored."""
         return name in self.where
 
     def names(self) -> list[str]:
+        """Every stored tensor name."""
         return list(self.where)
 
     def load(self, names: list[str], dtype: torch.dtype | None, device: torch.device) -> dict[str, Tensor]:
@@ -159,7 +161,8 @@ def block_inputs(model: PreTrainedModel, windows: Tensor, device: torch.device) 
     kwargs: list[dict[str, Any]] = [{} for _ in layers]
     row = 0
 
-    def recorder(index: int):
+    def recorder(index: int) -> Callable[..., Tensor]:
+        """A forward for block `index` that records its input and arguments and passes the input through."""
         def forward(*args: Any, **kw: Any) -> Tensor:
             nonlocal first
             hidden = args[0] if args else kw.pop("hidden_states")
@@ -203,7 +206,8 @@ def head_logits(model: PreTrainedModel, ids: Tensor, final: Tensor) -> Tensor:
     the final norm, the head and any logit soft-capping are the model's own; no block weight is needed.
     """
 
-    def passthrough(index: int):
+    def passthrough(index: int) -> Callable[..., Tensor]:
+        """A forward for block `index`: `final` from block 0, the input unchanged from the others."""
         def forward(*args: Any, **kw: Any) -> Tensor:
             return final if index == 0 else (args[0] if args else kw["hidden_states"])
 
@@ -239,6 +243,7 @@ class BlockRunner:
         self.hidden, self.kwargs = block_inputs(self.model, windows, device)
 
     def __len__(self) -> int:
+        """The number of decoder blocks."""
         return len(decoder_layers(self.model))
 
     def load(self, index: int, given: dict[str, Tensor] | None = None) -> nn.Module:
@@ -246,6 +251,7 @@ class BlockRunner:
         return load_block(self.model, index, self.files, self.dtype, self.device, given)
 
     def release(self, index: int) -> None:
+        """Free block `index`: its parameters go back to the meta device."""
         release_block(self.model, index)
 
     def run(self, index: int, block: nn.Module, hidden: Tensor, out: Tensor | None = None) -> Tensor:

@@ -38,6 +38,7 @@ def _held_out(articles: Iterator[str], part: str) -> Iterator[str]:
 
 
 def _gensim_wiki_articles() -> Iterator[str]:
+    """The prose of every non-redirect article of the Wikipedia dump in the gensim wheel."""
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
     path = package_file("gensim", "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
@@ -50,12 +51,14 @@ def _gensim_wiki_articles() -> Iterator[str]:
 
 
 def _gensim_news_articles() -> Iterator[str]:
+    """The articles of the Lee news corpus in the gensim wheel, one per line."""
     path = package_file("gensim", "test/test_data/lee_background.cor")
     with open(path, encoding="utf-8", errors="replace") as f:
         yield from (line.strip() for line in f if line.strip())
 
 
 def _wikitext2(part: str) -> Iterator[str]:
+    """WikiText-2 raw lines: train for calibration, test for evaluation."""
     from datasets import load_dataset
 
     split = "train" if part == "calibration" else "test"
@@ -67,6 +70,7 @@ C4_EVAL_DOCS = 1100
 
 
 def _c4(part: str) -> Iterator[str]:
+    """C4 documents: the first train shard for calibration, the first validation documents for evaluation."""
     from datasets import load_dataset
 
     docs = load_dataset("allenai/c4", data_files={"data": C4_FILES[part]}, split="data")["text"]
@@ -74,6 +78,7 @@ def _c4(part: str) -> Iterator[str]:
 
 
 def _slimpajama(part: str) -> Iterator[str]:
+    """SlimPajama documents, streamed: train for calibration, test for evaluation."""
     from datasets import load_dataset
 
     split = "train" if part == "calibration" else "test"

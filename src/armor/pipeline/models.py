@@ -67,6 +67,7 @@ HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "
 
 
 def _save_loaded(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """Write a loaded model and its tokenizer as a Hugging Face folder."""
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
@@ -126,6 +127,7 @@ def _gguf(spec: dict[str, Any], out: Path) -> None:
 
 
 def _random(spec: dict[str, Any], out: Path) -> None:
+    """Write a randomly initialised model of the configured architecture with a real tokenizer (tests)."""
     tok_path = package_file(spec["tokenizer"]["package"], spec["tokenizer"]["file"])
     tokenizer = AutoTokenizer.from_pretrained(tok_path.parent, gguf_file=tok_path.name)
     settings = dict(spec["config"])

@@ -1,5 +1,7 @@
 """Calibration statistics of linear-layer inputs, collected with forward hooks."""
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -20,8 +22,11 @@ class StatsCollector:
         self._hessian = hessian
         self._handles = [lin.register_forward_hook(self._hook(name)) for name, lin in linears.items()]
 
-    def _hook(self, name: str):
+    def _hook(self, name: str) -> Callable[[nn.Linear, tuple, Tensor], None]:
+        """A forward hook adding one linear's inputs to its statistics."""
+
         def accumulate(module: nn.Linear, args: tuple, output: Tensor) -> None:
+            """Add this batch's x² sums (and XᵀX where kept) and token count."""
             x = args[0].detach().reshape(-1, module.in_features).float()  # (tokens, d_in)
             if name not in self._n:
                 self._n[name] = 0

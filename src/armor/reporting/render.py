@@ -106,6 +106,7 @@ def to_markdown(shown: pd.DataFrame) -> str:
 
 
 def _latex_escape(text: str) -> str:
+    """Text with LaTeX's special characters escaped."""
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
         text = text.replace(char, escaped)
     return text

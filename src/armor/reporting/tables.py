@@ -36,6 +36,7 @@ def downstream_table(runs: list[dict[str, str | int]], scores: list[Path]) -> pd
 
 
 def _ppl_columns(table: pd.DataFrame) -> list[str]:
+    """The perplexity columns of a table, one per evaluation set."""
     return [c for c in table.columns if c.startswith("ppl_")]
 
 
