@@ -35,13 +35,16 @@ class ReferenceLayer:
         )
 
     def matrices(self) -> tuple[Tensor, Tensor]:
+        """A (d_out, d_out) and B (d_in, d_in) as dense block-diagonal matrices."""
         return torch.block_diag(*self.a_blocks), torch.block_diag(*self.b_blocks)
 
     def loss_of(self, core: Tensor) -> Tensor:
+        """The relative proxy loss of A · core · B, differentiable."""
         a, b = self.matrices()
         return (self.h * (a @ core @ b - self.w_bar).square()).sum() / self.z
 
     def loss(self) -> float:
+        """The current relative proxy loss."""
         with torch.no_grad():
             return float(self.loss_of(self.values * self.mask))
 
@@ -54,6 +57,7 @@ class ReferenceLayer:
         self.adam.step()
 
     def core_gradient(self) -> Tensor:
+        """∂L/∂core at the current masked core (d_out, d_in), by autograd."""
         core = (self.values * self.mask).detach().requires_grad_()
         return torch.autograd.grad(self.loss_of(core), core)[0]
 
@@ -77,11 +81,15 @@ class ReferenceLayer:
         self._conjugate_gradient(cg_steps)
 
     def _conjugate_gradient(self, steps: int) -> None:
+        """`steps` conjugate-gradient steps with exact line search on the kept core values."""
+
         def grad(v: Tensor) -> Tensor:
+            """The loss gradient on the kept values, by autograd."""
             v = v.detach().requires_grad_()
             return torch.autograd.grad(self.loss_of(v * self.mask), v)[0] * self.mask
 
         def hessian_product(d: Tensor) -> Tensor:
+            """The Hessian of the loss on the kept values times d, by autograd."""
             v = self.values.detach()
             return torch.autograd.functional.hvp(lambda u: self.loss_of(u * self.mask), v, d)[1] * self.mask
 
@@ -117,6 +125,7 @@ class ReferenceLayer:
                     self._solve_group(*candidates[int(scores.argmax())])
 
     def _solve_group(self, row: int, col: int) -> None:
+        """Re-solve one group of 4 over all six patterns by least squares; keep the best, the current one included."""
         a, b = self.matrices()
         with torch.no_grad():
             core = self.values * self.mask

@@ -2,6 +2,7 @@
 against brute force, monotonicity, the guard, ragged blocks and the layer-wise Adam against torch.optim.Adam."""
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from armor.proxy_loss import relative_loss
 from armor.sparsity import is_24
 
 
-def _layers(L: int, d_out: int, d_in: int, seed: int = 0, dtype=torch.float64):
+def _layers(L: int, d_out: int, d_in: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random weights (L, d_out, d_in) and positive input scores h (L, d_in)."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(L, d_out, d_in, generator=g, dtype=dtype), torch.rand(L, d_in, generator=g, dtype=dtype) * 2 + 0.1
 
@@ -44,9 +46,11 @@ def _reference(prob: Problem, i: int) -> ReferenceLayer:
     rows, cols = prob.rows, prob.cols
 
     def flat(x: torch.Tensor) -> torch.Tensor:
+        """Layer i of a block grid as an unpadded matrix."""
         return bd.unpad(x.reshape(x.shape[0], rows.padded, cols.padded), rows, cols)[i]
 
     def blocks(x: torch.Tensor, lay: bd.Layout) -> list[torch.Tensor]:
+        """Layer i's wrapper blocks without padding (the last one ragged)."""
         sizes = [min(lay.b, lay.d - k * lay.b) for k in range(lay.n_blocks)]
         return [x[i, k, :n, :n].clone() for k, n in enumerate(sizes) if n > 0]
 
@@ -153,7 +157,7 @@ def _full_loss(prob: Problem, core: torch.Tensor) -> float:
     return float(((a @ flat(core) @ b - flat(prob.w_bar)).square() * prob.h[0, : prob.cols.d]).sum() / prob.z[0])
 
 
-def _least_squares(loss) -> torch.Tensor:
+def _least_squares(loss: Callable[[torch.Tensor], float]) -> torch.Tensor:
     """Minimise a quadratic of 2 variables exactly from 6 evaluations."""
     f0, f1, f2 = loss(torch.tensor([0.0, 0.0])), loss(torch.tensor([1.0, 0.0])), loss(torch.tensor([0.0, 1.0]))
     f11, f22, f12 = loss(torch.tensor([2.0, 0.0])), loss(torch.tensor([0.0, 2.0])), loss(torch.tensor([1.0, 1.0]))

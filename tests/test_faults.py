@@ -54,6 +54,7 @@ def test_missing_model_package_says_how_to_install(tmp_path):
 
 
 def _snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """The tiny workflow started in workdir with extra arguments and environment, output piped."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2", *args, "--configfile", str(TINY)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 

@@ -9,7 +9,7 @@ from armor.normalize import normalize
 from armor.sparsity import is_24
 
 
-def _layer(d_out: int = 32, d_in: int = 64, tokens: int = 512, seed: int = 0):
+def _layer(d_out: int = 32, d_in: int = 64, tokens: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A random weight and correlated inputs with uneven feature scales."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(d_out, d_in, generator=g)

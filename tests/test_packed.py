@@ -76,7 +76,7 @@ ARCHITECTURES = {"llama": {"tie_word_embeddings": True}, "qwen2": {}, "gemma3_te
 
 
 @pytest.fixture(scope="module", params=list(ARCHITECTURES))
-def runs(request, tiny_model_dir, tmp_path_factory):
+def runs(request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, torch.Tensor]:
     """A tiny random model of one architecture, its ARMOR and Wanda runs, their packed and dense-equivalent folders."""
     arch, root = request.param, tmp_path_factory.mktemp(request.param)
     tokenizer = load_tokenizer(tiny_model_dir)
@@ -95,6 +95,7 @@ def runs(request, tiny_model_dir, tmp_path_factory):
         card_options = options | ({"iterations": 10, "solver": "adam", "selection": "gradient_random"} if method == "armor" else {})
 
         def card(packed: bool) -> str:
+            """The run's model card for its packed or dense-equivalent folder."""
             return model_card("tiny", {"source": "random", "seqlen": 48}, method, run / "summary.json", run / "perplexity.json", None,
                               {"source": "gensim_news", "nsamples": 8}, card_options, packed=packed)
 
@@ -126,6 +127,7 @@ torch.save({"logits": logits, "modules": modules}, out + "/result.pt")
 
 
 def _plain_load(folder: Path, windows: torch.Tensor, tmp: Path, trust: bool = True) -> subprocess.CompletedProcess:
+    """Load a folder with plain transformers in a process where armor cannot be imported, and score windows."""
     torch.save(windows, tmp / "windows.pt")
     return subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(folder), str(tmp / "windows.pt"), str(tmp / "saved"), "1" if trust else "0"],
                           capture_output=True, text=True)

@@ -5,10 +5,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from armor.evaluation.perplexity import evaluate_run, evaluate_snapshots, perplexity, streamed_perplexity
 from armor.pipeline.assemble import assemble
@@ -43,7 +44,8 @@ ARCHITECTURES = {  # sliding windows of 8 tokens against calibration windows of 
 }
 
 
-def _save_random(model_type: str, extra: dict, layers: int, folder, seed: int = 0):
+def _save_random(model_type: str, extra: dict, layers: int, folder: Path, seed: int = 0) -> PreTrainedModel:
+    """A tiny random model of an architecture saved with the tiny tokenizer."""
     torch.manual_seed(seed)
     config = AutoConfig.for_model(model_type, num_hidden_layers=layers, **(SMALL | extra))
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
@@ -91,7 +93,7 @@ def test_a_model_without_decoder_blocks_is_named_in_the_error():
 
 
 @pytest.fixture(scope="module")
-def six_blocks(tmp_path_factory, tiny_model_dir):
+def six_blocks(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, torch.Tensor]:
     """A random Llama with 6 blocks and the tiny model's tokenizer, with 8 calibration windows of 32 tokens."""
     folder = tmp_path_factory.mktemp("six")
     _save_random("llama", {"vocab_size": len(load_tokenizer(tiny_model_dir))} | {"tie_word_embeddings": True}, 6, folder)

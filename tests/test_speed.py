@@ -1,6 +1,7 @@
 """Benchmark timing helpers: what is timed, in which order, and how rounds become rows."""
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -10,8 +11,11 @@ from armor.inference.speed import interleaved, ratio, spread
 def test_rounds_interleave_every_case_and_setup_is_not_timed():
     calls = []
 
-    def setup(name: str):
+    def setup(name: str) -> Callable[[], tuple[str]]:
+        """An untimed setup that records its call."""
+
         def run() -> tuple[str]:
+            """Sleep, as a prefill would, and record the call."""
             time.sleep(0.05)  # e.g. a prefill that builds the KV cache
             calls.append(f"setup {name}")
             return (name,)
@@ -19,6 +23,7 @@ def test_rounds_interleave_every_case_and_setup_is_not_timed():
         return run
 
     def step(name: str) -> None:
+        """A timed step that records its call."""
         calls.append(f"step {name}")
 
     times = interleaved({"a": (step, setup("a")), "b": (step, setup("b"))}, torch.device("cpu"), rounds=2)

@@ -28,7 +28,7 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def workflow_dir(tmp_path_factory) -> Path:
+def workflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny-model workflow run: every table and figure (the default target)."""
     workdir = tmp_path_factory.mktemp("workflow")
     result = snakemake(workdir)
