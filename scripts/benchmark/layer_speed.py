@@ -6,8 +6,7 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.inference.speed import LAYER_SHAPES, layer_speed
-from armor.pipeline.models import DTYPES
+from armor.inference.speed import LAYER_SHAPES, layer_speed, timing_dtype
 from armor.pipeline.runs import resolve_device
 from armor.reporting.tables import write_csv
 
@@ -15,6 +14,6 @@ logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 device = resolve_device(p.device)
-dtype = DTYPES[p.dtype if device.type == "cuda" else "float32"]  # fp16 matmuls are not a CPU fast path
+dtype = timing_dtype(p.dtype, device, cpu="float32")
 rows = layer_speed({m: LAYER_SHAPES[m] for m in p.models}, p.block_sizes, p.tokens, dtype, device, p.rounds)
 write_csv(pd.DataFrame(rows), Path(snakemake.output[0]))

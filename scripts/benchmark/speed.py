@@ -6,8 +6,7 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.inference.speed import model_speed
-from armor.pipeline.models import DTYPES
+from armor.inference.speed import model_speed, timing_dtype
 from armor.pipeline.runs import resolve_device
 from armor.reporting.tables import write_csv
 
@@ -16,7 +15,7 @@ torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 reference = Path(snakemake.input.reference) if snakemake.input.reference else None
 device = resolve_device(p.device)
-dtype = DTYPES[p.dtype] if device.type == "cuda" and p.dtype != "auto" else "auto"  # fp16 matmuls are not a CPU fast path
+dtype = timing_dtype(p.dtype, device)  # the CPU times each model in its own dtype
 rows = model_speed(Path(snakemake.input.packed), reference, p.batch_sizes, p.prompt_len, p.decode_tokens, device, p.rounds, dtype)
 keys = {k: v for k, v in snakemake.wildcards.items()}
 table = pd.DataFrame([{**keys, **row} for row in rows])

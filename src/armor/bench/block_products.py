@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from armor import logs
 from armor.inference.armor_linear import apply_blocks
-from armor.inference.speed import environment, interleaved
+from armor.inference.speed import dtype_name, environment, interleaved
 from armor.reporting.tables import write_csv
 
 WIDTHS = [4096, 11008, 14336]  # Llama-2-7B / Llama-3-8B hidden and MLP widths
@@ -47,7 +47,7 @@ def main() -> None:
                 blocks = torch.randn(-(-d // b), b, b, device=device, dtype=dtype) / b
                 assert torch.allclose(apply_blocks(x, blocks, d), apply_blocks_einsum(x, blocks, d), rtol=1e-3, atol=1e-3)
                 times = interleaved({"bmm": (apply_blocks, lambda: (x, blocks, d)), "einsum": (apply_blocks_einsum, lambda: (x, blocks, d))}, device, args.rounds)
-                row = {"d": d, "tokens": tokens, "block_size": b, "dtype": str(dtype).removeprefix("torch."), **environment(device)}
+                row = {"d": d, "tokens": tokens, "block_size": b, "dtype": dtype_name(dtype), **environment(device)}
                 for name, seconds in times.items():
                     row |= {f"{name}_ms": statistics.median(seconds) * 1000, f"{name}_ms_min": min(seconds) * 1000, f"{name}_ms_max": max(seconds) * 1000}
                 row["bmm_speedup"] = statistics.median(e / m for e, m in zip(times["einsum"], times["bmm"]))

@@ -21,6 +21,7 @@ import transformers
 from armor.inference.armor_linear import ArmorLinear
 from armor.inference.packed import load_pruned, packed_bytes
 from armor.optimizer import blockdiag as bd
+from armor.pipeline.models import DTYPES
 from armor.sparsity import mask_24
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,18 @@ LAYER_SHAPES = {
     "llama2-7b": [(4096, 4096), (11008, 4096), (4096, 11008)],
     "llama3-8b": [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)],
 }
+
+
+def timing_dtype(name: str, device: torch.device, cpu: str = "auto") -> torch.dtype | str:
+    """The dtype to time in: `name` (a DTYPES key, or `auto` for a model's own) on a GPU, `cpu` on the CPU, where
+    fp16 matmuls are no fast path."""
+    chosen = name if device.type == "cuda" else cpu
+    return chosen if chosen == "auto" else DTYPES[chosen]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype as benchmark rows record it, e.g. float16."""
+    return str(dtype).removeprefix("torch.")
 
 
 def visible_gpus(device: torch.device) -> range:
@@ -163,7 +176,7 @@ def model_speed(
             "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]) if compare else same,
             **spread(batch * decode_tokens, t["decode"], "decode_tokens_per_s"),
             "decode_vs_dense": ratio(t["ref_decode"], t["decode"]) if compare else same,
-            "dtype": str(model.dtype).removeprefix("torch."), "kernel": kernel, "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
+            "dtype": dtype_name(model.dtype), "kernel": kernel, "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
         })
         log.info("batch %d: prefill %.0f tok/s (%.2fx dense), decode %.1f tok/s (%.2fx dense)", batch, rows[-1]["prefill_tokens_per_s"],
                  rows[-1]["prefill_vs_dense"], rows[-1]["decode_tokens_per_s"], rows[-1]["decode_vs_dense"])
@@ -207,7 +220,7 @@ def layer_speed(
                     median = statistics.median(times[name])
                     rows.append({
                         "model": model, "d_out": d_out, "d_in": d_in, "variant": name, "kernel": layer.kernel(),
-                        "dtype": str(dtype).removeprefix("torch."), "tokens": n, "rounds": rounds, "ms": median * 1000,
+                        "dtype": dtype_name(dtype), "tokens": n, "rounds": rounds, "ms": median * 1000,
                         "ms_min": min(times[name]) * 1000, "ms_max": max(times[name]) * 1000,
                         "speedup_vs_dense": ratio(times["dense"], times[name]), **environment(device),
                     })
