@@ -45,7 +45,7 @@ ARCHITECTURES = {  # sliding windows of 8 tokens against calibration windows of 
 
 
 def _save_random(model_type: str, extra: dict, layers: int, folder: Path, seed: int = 0) -> PreTrainedModel:
-    """A tiny random model of an architecture saved with the tiny tokenizer."""
+    """A tiny random model of an architecture, saved to `folder` (config and weights; no tokenizer)."""
     torch.manual_seed(seed)
     config = AutoConfig.for_model(model_type, num_hidden_layers=layers, **(SMALL | extra))
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
