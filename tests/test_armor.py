@@ -244,9 +244,13 @@ def test_early_stopping_ends_a_converged_run():
 
 
 def test_bad_options_are_rejected_by_name():
-    with pytest.raises(ValueError, match="selection must be one of"):
+    with pytest.raises(ValueError, match="option 'selection': 'best' is not allowed; allowed values: gradient_random"):
         Options.from_dict({"selection": "best"})
-    with pytest.raises(ValueError, match="solver must be one of"):
+    with pytest.raises(ValueError, match="option 'solver': 'lbfgs' is not allowed; allowed values: adam, exact"):
         Options.from_dict({"solver": "lbfgs"})
+    with pytest.raises(ValueError, match="option 'patience': 0 is less than the minimum of 1"):
+        Options.from_dict({"patience": 0})
+    with pytest.raises(ValueError, match="solver must be one of"):
+        Options(solver="lbfgs")
     with pytest.raises(ValueError, match=r"unknown armor option\(s\) \['learning_rate'\]"):
         Options.from_dict({"learning_rate": 1e-3})

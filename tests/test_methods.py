@@ -86,3 +86,11 @@ def test_prune_layer_api_for_armor_and_baselines():
         armor.prune_layer(w, stats.h, "wanda", block_size=16)
     with pytest.raises(ValueError, match=r"expected weight \(d_out, d_in\) and h \(d_in,\)"):
         armor.prune_layer(w, stats.h[:-1], "wanda")
+    with pytest.raises(ValueError, match="h must be finite and >= 0"):
+        armor.prune_layer(w, -stats.h, "wanda")
+    with pytest.raises(ValueError, match="weight has NaN"):
+        armor.prune_layer(w * float("nan"), stats.h, "nowag_p")
+    with pytest.raises(ValueError, match="option 'lr': -0.1 is less than or equal to the minimum of 0"):
+        armor.prune_layer(w, stats.h, "armor", block_size=16, lr=-0.1)
+    with pytest.raises(ValueError, match="option 'block_size': 0 is less than the minimum of 1"):
+        armor.prune_layer(w, stats.h, "armor", block_size=0)

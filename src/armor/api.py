@@ -21,6 +21,10 @@ def prune_layer(weight: Tensor, h: Tensor, method: str, *, hessian: Tensor | Non
     spec = get_method(method)
     if weight.dim() != 2 or h.shape != (weight.shape[1],):
         raise ValueError(f"expected weight (d_out, d_in) and h (d_in,), got {tuple(weight.shape)} and {tuple(h.shape)}")
+    if not bool(torch.isfinite(weight).all()):
+        raise ValueError("weight has NaN or infinite entries")
+    if not bool((torch.isfinite(h) & (h >= 0)).all()):
+        raise ValueError("h must be finite and >= 0 (the mean of x² per input feature)")
     if spec.prune_block is None:
         return LayerResult(weight.clone())
     if spec.needs_hessian and hessian is None:

@@ -18,9 +18,9 @@ def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error: jsonschema.ValidationError, noun: str = "config key") -> str:
     """One line naming the key, the bad value and what is allowed."""
-    where = f"config key '{_key(error.absolute_path)}'"
+    where = f"{noun} '{_key(error.absolute_path)}'"
     schema = error.schema
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not allowed; allowed values: {', '.join(map(str, schema['enum']))}"
@@ -61,6 +61,15 @@ def _fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
         for key, value in instance.items():
             if key not in schema.get("properties", {}):
                 _fill_defaults(value, extra)
+
+
+def check_options(options: dict[str, Any], section: str, extra: dict[str, Any]) -> None:
+    """Check a mapping against one config section's schema plus `extra` properties; ValueError naming each bad option."""
+    schema = dict(_resolve(SCHEMA["properties"][section]))
+    schema["properties"] = schema["properties"] | extra
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(options), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ValueError(f"invalid {section} options:\n  " + "\n  ".join(_describe(e, "option") for e in errors))
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from armor.config import SCHEMA, check_options
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.exact import exact_step
 from armor.optimizer.problem import SELECTIONS, Problem
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 SOLVERS = ("adam", "exact")  # adam: the paper's; exact: closed-form A, B and CG on the core (ours)
 DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16}
+RUN_OPTIONS = {"block_size": SCHEMA["properties"]["block_sizes"]["items"], "seed": {"type": "integer", "minimum": 0}}
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Options:
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown armor option(s) {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
+        check_options(options, "armor", RUN_OPTIONS)
         return cls(**{**options, **({"snapshots": tuple(options["snapshots"])} if "snapshots" in options else {})})
 
     def __post_init__(self) -> None:
