@@ -48,6 +48,7 @@ def test_defaults_are_filled():
         (lambda c: c["methods"].append("obc"), "config key 'methods.2': 'obc' is not allowed; allowed values: dense, magnitude"),
         (lambda c: c["models"]["m"].pop("id"), "config key 'models.m': 'id' is a required property"),
         (lambda c: c["models"]["m"].update(seqlen="long"), "config key 'models.m.seqlen': 'long' is not of type 'integer'"),
+        (lambda c: c["models"]["m"].update(seqlen=2.0e3), "config key 'models.m.seqlen': 2000.0 is not of type 'integer'"),
         (lambda c: c.update(devices="cpu"), "config key '<top level>': unknown key(s) devices"),
         (lambda c: c.update(downstream={"tasks": {"t": {"local": "trivia", "metric": "acc"}}}),
          "config key 'downstream.tasks.t.local': 'trivia' is not allowed; allowed values: analogy, wiki_cloze, news_cloze"),

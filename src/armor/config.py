@@ -7,6 +7,12 @@ import jsonschema
 import yaml
 
 SCHEMA: dict[str, Any] = yaml.safe_load(files("armor").joinpath("config.schema.yaml").read_text())
+Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)  # 2.0e4 is no iteration count
+    ),
+)
 
 
 class ConfigError(ValueError):
@@ -67,14 +73,14 @@ def check_options(options: dict[str, Any], section: str, extra: dict[str, Any]) 
     """Check a mapping against one config section's schema plus `extra` properties; ValueError naming each bad option."""
     schema = dict(_resolve(SCHEMA["properties"][section]))
     schema["properties"] = schema["properties"] | extra
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(options), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(Validator(schema).iter_errors(options), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ValueError(f"invalid {section} options:\n  " + "\n  ".join(_describe(e, "option") for e in errors))
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check `config` against the schema, fill defaults in place, and return it; ConfigError if bad."""
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = Validator(SCHEMA)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
