@@ -80,9 +80,15 @@ def prune_mem_mb(wildcards):
     return 1024 * math.ceil(PRUNE_BASE_GB + factor * per_block / 2**30)
 
 
+BLOCKS = {
+    model: num_blocks(spec, Path(f"results/models/{model}"))
+    for model, spec in config["models"].items()
+}  # read once, before any job: a missing local folder or GGUF file stops here, naming its key
+
+
 def blocks_of(model):
     """Decoder blocks of a configured model."""
-    return num_blocks(config["models"][model], Path(f"results/models/{model}"))
+    return BLOCKS[model]
 
 
 def calibration_mode(method):

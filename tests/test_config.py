@@ -66,16 +66,24 @@ def test_bad_config_names_key_and_allowed(edit, message):
     assert message in str(err.value)
 
 
-def test_bad_config_stops_snakemake_before_any_job(tmp_path):
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["calibration"].update(mode={"wanda": "greedy"}), "config key 'calibration.mode.wanda'"),
+        (lambda c: c["models"].update(m={"source": "local", "path": "/nonexistent/llama", "seqlen": 128}),
+         "models.m.path: /nonexistent/llama is not a Hugging Face model folder (no config.json)"),
+    ],
+)
+def test_bad_config_stops_snakemake_before_any_job(tmp_path, edit, message):
     bad = _minimal()
-    bad["calibration"]["mode"] = {"wanda": "greedy"}
+    edit(bad)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", "bad.yaml", "-n"],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert result.returncode != 0
-    assert "config key 'calibration.mode.wanda'" in result.stderr + result.stdout
+    assert message in result.stderr + result.stdout
     assert not (tmp_path / "results").exists()
 
 

@@ -182,14 +182,18 @@ def test_local_folder_and_gguf_path_sources(six_blocks, tmp_path):
     folder, _ = six_blocks
     fetch_model({"source": "local", "path": str(folder), "dtype": "float32", "num_layers": 6}, tmp_path / "local")
     assert (tmp_path / "local/model.safetensors").is_symlink() and num_blocks({"source": "local", "path": str(folder)}, tmp_path / "none") == 6
-    with pytest.raises(ModelFetchError, match="num_layers is 5 but the fetched llama model has 6 decoder blocks"):
+    with pytest.raises(ModelFetchError, match="models.wrong.num_layers is 5 but the fetched llama model has 6 decoder blocks"):
         fetch_model({"source": "local", "path": str(folder), "dtype": "float32", "num_layers": 5}, tmp_path / "wrong")
     assert not (tmp_path / "wrong").exists()
-    with pytest.raises(ModelFetchError, match="is not a Hugging Face model folder"):
+    with pytest.raises(ModelFetchError, match="models.nothing.path: .* is not a Hugging Face model folder"):
         fetch_model({"source": "local", "path": str(tmp_path), "dtype": "float32"}, tmp_path / "nothing")
-    with pytest.raises(ModelFetchError, match="no GGUF file at"):
+    with pytest.raises(ModelFetchError, match="models.nothing.path: .* is not a Hugging Face model folder"):
+        num_blocks({"source": "local", "path": str(tmp_path), "dtype": "float32"}, tmp_path / "nothing")
+    with pytest.raises(ModelFetchError, match="models.g.path: no GGUF file at"):
         fetch_model({"source": "gguf", "path": str(tmp_path / "missing.gguf"), "dtype": "float32"}, tmp_path / "g")
-    with pytest.raises(ModelFetchError, match="set models.<name>.num_layers"):
+    with pytest.raises(ModelFetchError, match="models.g.path: no GGUF file at"):
+        num_blocks({"source": "gguf", "path": str(tmp_path / "missing.gguf"), "dtype": "float32"}, tmp_path / "g")
+    with pytest.raises(ModelFetchError, match="set models.none.num_layers"):
         num_blocks({"source": "hub", "id": "org/model"}, tmp_path / "none")
 
 

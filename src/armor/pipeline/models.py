@@ -41,7 +41,7 @@ def package_file(package: str, file: str) -> Path:
     return path
 
 
-def _check_hub(name: str, revision: str | None) -> None:
+def _check_hub(name: str, revision: str | None, key: str) -> None:
     """Fail within seconds, naming the cause, when the hub is unreachable or has no such model (skipped offline)."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return
@@ -53,7 +53,7 @@ def _check_hub(name: str, revision: str | None) -> None:
     except GatedRepoError as err:
         raise ModelFetchError(f"{name!r} is gated on the Hugging Face hub: accept its licence and set HF_TOKEN") from err
     except RepositoryNotFoundError as err:
-        raise ModelFetchError(f"no model {name!r} on the Hugging Face hub (check models.<name>.id; private models need HF_TOKEN)") from err
+        raise ModelFetchError(f"no model {name!r} on the Hugging Face hub (check {key}.id; private models need HF_TOKEN)") from err
     except RevisionNotFoundError as err:
         raise ModelFetchError(f"model {name!r} has no revision {revision!r} on the Hugging Face hub") from err
     except Exception as err:  # the HTTP client's connection and timeout errors
@@ -79,12 +79,25 @@ def _convert(folder: Path, spec: dict[str, Any], out: Path) -> None:
     _save_loaded(model, AutoTokenizer.from_pretrained(folder, local_files_only=True), out)
 
 
-def _hub(spec: dict[str, Any], out: Path) -> None:
+def source_path(spec: dict[str, Any], key: str) -> Path:
+    """The folder of a local source or the file of a GGUF source, checked to exist; `key` is its config key."""
+    if spec["source"] == "local":
+        folder = Path(spec["path"]).expanduser().resolve()
+        if not (folder / "config.json").is_file():
+            raise ModelFetchError(f"{key}.path: {folder} is not a Hugging Face model folder (no config.json)")
+        return folder
+    path = Path(spec["path"]).expanduser() if "path" in spec else package_file(spec["package"], spec["file"])
+    if not path.is_file():
+        raise ModelFetchError(f"{key}.path: no GGUF file at {path}")
+    return path
+
+
+def _hub(spec: dict[str, Any], out: Path, key: str) -> None:
     """Download the model's files (no model is loaded): safetensors shards, config and tokenizer."""
     from huggingface_hub import snapshot_download
 
     name, revision = spec["id"], spec.get("revision")
-    _check_hub(name, revision)
+    _check_hub(name, revision, key)
     try:
         snapshot_download(name, revision=revision, local_dir=out, allow_patterns=HUB_FILES)
         if not any(out.glob("*.safetensors")):
@@ -99,11 +112,9 @@ def _hub(spec: dict[str, Any], out: Path) -> None:
         ) from err
 
 
-def _local(spec: dict[str, Any], out: Path) -> None:
+def _local(spec: dict[str, Any], out: Path, key: str) -> None:
     """Link every file of a local Hugging Face model folder (converting .bin-only weights to safetensors)."""
-    folder = Path(spec["path"]).expanduser().resolve()
-    if not (folder / "config.json").is_file():
-        raise ModelFetchError(f"models.<name>.path: {folder} is not a Hugging Face model folder (no config.json)")
+    folder = source_path(spec, key)
     if not any(folder.glob("*.safetensors")):
         _convert(folder, spec, out)
         return
@@ -112,11 +123,9 @@ def _local(spec: dict[str, Any], out: Path) -> None:
             (out / file.name).symlink_to(file)
 
 
-def _gguf(spec: dict[str, Any], out: Path) -> None:
+def _gguf(spec: dict[str, Any], out: Path, key: str) -> None:
     """Dequantise a GGUF file (by path, or inside an installed package) into plain safetensors."""
-    path = Path(spec["path"]).expanduser() if "path" in spec else package_file(spec["package"], spec["file"])
-    if not path.is_file():
-        raise ModelFetchError(f"models.<name>.path: no GGUF file at {path}")
+    path = source_path(spec, key)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[spec["dtype"]])
     config = model.config
@@ -126,7 +135,7 @@ def _gguf(spec: dict[str, Any], out: Path) -> None:
     _save_loaded(plain, tokenizer, out)
 
 
-def _random(spec: dict[str, Any], out: Path) -> None:
+def _random(spec: dict[str, Any], out: Path, key: str) -> None:
     """Write a randomly initialised model of the configured architecture with a real tokenizer (tests)."""
     tok_path = package_file(spec["tokenizer"]["package"], spec["tokenizer"]["file"])
     tokenizer = AutoTokenizer.from_pretrained(tok_path.parent, gguf_file=tok_path.name)
@@ -140,15 +149,16 @@ SOURCES = {"hub": _hub, "local": _local, "gguf": _gguf, "random": _random}
 
 
 def fetch_model(spec: dict[str, Any], out_dir: Path) -> None:
-    """Put the model's safetensors, config and tokenizer in out_dir, atomically; check its number of blocks."""
+    """Put the model's safetensors, config and tokenizer in out_dir (named as the model), atomically; check its blocks."""
+    key = f"models.{out_dir.name}"
     log.info("fetching model (%s source)", spec["source"])
     with atomic_dir(out_dir) as tmp:
-        SOURCES[spec["source"]](spec, tmp)
+        SOURCES[spec["source"]](spec, tmp, key)
         config = AutoConfig.from_pretrained(tmp, local_files_only=True)
         layers = getattr(config, "num_hidden_layers", None)
         if spec.get("num_layers") is not None and layers != spec["num_layers"]:
             raise ModelFetchError(
-                f"models.<name>.num_layers is {spec['num_layers']} but the fetched {config.model_type} model has {layers} decoder blocks"
+                f"{key}.num_layers is {spec['num_layers']} but the fetched {config.model_type} model has {layers} decoder blocks"
             )
     log.info("saved %s (%s, %s decoder blocks)", out_dir, config.model_type, layers)
 
@@ -206,7 +216,7 @@ def _gguf_blocks(path: Path) -> int:
 def num_blocks(spec: dict[str, Any], fetched: Path) -> int:
     """A model's number of decoder blocks, known before any job runs (the prune jobs fan out over them).
 
-    From the fetched copy when it exists, else `num_layers` in the config, else the source itself (a random
+    `fetched` is the model's folder under results/models (it may not exist yet). From the fetched copy when it exists, else `num_layers` in the config, else the source itself (a random
     config, a local folder's config.json, a GGUF file's metadata); hub models must set `num_layers`.
     """
     if (fetched / "config.json").is_file():
@@ -215,8 +225,9 @@ def num_blocks(spec: dict[str, Any], fetched: Path) -> int:
         return spec["num_layers"]
     if spec["source"] == "random":
         return spec["config"]["num_hidden_layers"]
+    key = f"models.{fetched.name}"
     if spec["source"] == "local":
-        return json.loads((Path(spec["path"]).expanduser() / "config.json").read_text())["num_hidden_layers"]
+        return json.loads((source_path(spec, key) / "config.json").read_text())["num_hidden_layers"]
     if spec["source"] == "gguf":
-        return _gguf_blocks(Path(spec["path"]).expanduser() if "path" in spec else package_file(spec["package"], spec["file"]))
-    raise ModelFetchError("set models.<name>.num_layers (the number of decoder blocks) for hub models")
+        return _gguf_blocks(source_path(spec, key))
+    raise ModelFetchError(f"set {key}.num_layers (the number of decoder blocks) for hub models")
