@@ -250,7 +250,7 @@ def test_bad_options_are_rejected_by_name():
         Options.from_dict({"solver": "lbfgs"})
     with pytest.raises(ValueError, match="option 'patience': 0 is less than the minimum of 1"):
         Options.from_dict({"patience": 0})
-    with pytest.raises(ValueError, match="solver must be one of"):
-        Options(solver="lbfgs")
+    with pytest.raises(ValueError, match="option 'block_size': 0 is less than the minimum of 1"):
+        Options(block_size=0)
     with pytest.raises(ValueError, match=r"unknown armor option\(s\) \['learning_rate'\]"):
         Options.from_dict({"learning_rate": 1e-3})

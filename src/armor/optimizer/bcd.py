@@ -10,11 +10,10 @@ from torch import Tensor
 from armor.config import SCHEMA, check_options
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.exact import exact_step
-from armor.optimizer.problem import SELECTIONS, Problem
+from armor.optimizer.problem import Problem
 
 log = logging.getLogger(__name__)
 
-SOLVERS = ("adam", "exact")  # adam: the paper's; exact: closed-form A, B and CG on the core (ours)
 DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16}
 RUN_OPTIONS = {"block_size": SCHEMA["properties"]["block_sizes"]["items"], "seed": {"type": "integer", "minimum": 0}}
 
@@ -25,7 +24,7 @@ class Options:
 
     block_size: int = 128
     iterations: int = 20000
-    solver: str = "adam"
+    solver: str = "adam"  # adam: the paper's; exact: closed-form A, B and CG on the core (ours)
     lr: float = 1e-4
     cg_steps: int = 1
     sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact
@@ -45,17 +44,12 @@ class Options:
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown armor option(s) {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
-        check_options(options, "armor", RUN_OPTIONS)
         return cls(**{**options, **({"snapshots": tuple(options["snapshots"])} if "snapshots" in options else {})})
 
     def __post_init__(self) -> None:
-        """Refuse an unknown selection or solver."""
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"armor selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"armor solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.block_size < 1:
-            raise ValueError(f"armor block_size must be >= 1, got {self.block_size}")
+        """Check every setting against the config schema's armor section (ValueError naming the option)."""
+        settings = {k: v for k, v in vars(self).items() if v is not None}
+        check_options(settings | {"snapshots": list(self.snapshots)}, "armor", RUN_OPTIONS)
         if self.sparse_steps is None:
             self.sparse_steps = DEFAULT_SPARSE_STEPS[self.solver]
 
