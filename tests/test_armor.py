@@ -252,5 +252,8 @@ def test_bad_options_are_rejected_by_name():
         Options.from_dict({"patience": 0})
     with pytest.raises(ValueError, match="option 'block_size': 0 is less than the minimum of 1"):
         Options(block_size=0)
+    with pytest.raises(ValueError, match="option 'snapshots': 5 is not of type 'array'"):
+        Options.from_dict({"snapshots": 5})
+    assert Options.from_dict({"snapshots": [20, 40]}).snapshots == (20, 40)
     with pytest.raises(ValueError, match=r"unknown armor option\(s\) \['learning_rate'\]"):
         Options.from_dict({"learning_rate": 1e-3})

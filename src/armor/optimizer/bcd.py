@@ -44,12 +44,13 @@ class Options:
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown armor option(s) {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
-        return cls(**{**options, **({"snapshots": tuple(options["snapshots"])} if "snapshots" in options else {})})
+        return cls(**options)
 
     def __post_init__(self) -> None:
         """Check every setting against the config schema's armor section (ValueError naming the option)."""
-        settings = {k: v for k, v in vars(self).items() if v is not None}
-        check_options(settings | {"snapshots": list(self.snapshots)}, "armor", RUN_OPTIONS)
+        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items() if v is not None}
+        check_options(settings, "armor", RUN_OPTIONS)
+        self.snapshots = tuple(self.snapshots)
         if self.sparse_steps is None:
             self.sparse_steps = DEFAULT_SPARSE_STEPS[self.solver]
 
