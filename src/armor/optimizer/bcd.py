@@ -15,7 +15,10 @@ from armor.optimizer.problem import Problem
 log = logging.getLogger(__name__)
 
 DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16}
-RUN_OPTIONS = {"block_size": SCHEMA["properties"]["block_sizes"]["items"], "seed": {"type": "integer", "minimum": 0}}
+RUN_OPTIONS = {  # what a run adds to the armor section: one of block_sizes, and the calibration seed
+    "block_size": SCHEMA["properties"]["block_sizes"]["items"],
+    "seed": SCHEMA["properties"]["calibration"]["properties"]["seed"],
+}
 
 
 @dataclass
