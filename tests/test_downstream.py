@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from armor.evaluation.downstream import CHOICES, LOCAL_TASKS, metric_key, task_name, write_local_tasks
+from armor.evaluation.downstream import CHOICES, LOCAL_TASKS, metric_key, task_manager, task_name, write_local_tasks
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,10 @@ def test_task_names_and_metric_keys():
     assert task_name({"task": "hellaswag"}) == "hellaswag"
     assert metric_key({"metric": "acc_norm"}) == "acc_norm,none"
     assert metric_key({"metric": "exact_match,strict-match"}) == "exact_match,strict-match"
+
+
+def test_task_manager_indexes_the_harness_tasks_only_when_one_is_configured(task_dir):
+    local = {"analogy": {"local": "analogy"}, "wiki_cloze": {"local": "wiki_cloze"}}
+    assert sorted(task_manager(local, task_dir).all_tasks) == sorted(f"armor_{name}" for name in LOCAL_TASKS)
+    mixed = task_manager({**local, "hellaswag": {"task": "hellaswag"}}, task_dir)
+    assert {"hellaswag", "armor_analogy"} <= set(mixed.all_tasks)

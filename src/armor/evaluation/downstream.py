@@ -141,14 +141,21 @@ def metric_key(spec: dict[str, Any]) -> str:
     return metric if "," in metric else f"{metric},none"
 
 
+def task_manager(tasks: dict[str, dict[str, Any]], task_dir: Path | None) -> Any:
+    """An lm-eval TaskManager for the configured tasks; the harness's own task index only when a harness task is named."""
+    from lm_eval.tasks import TaskManager
+
+    harness = any("task" in spec for spec in tasks.values())  # indexing the built-in tasks takes ~15 s on a CPU
+    return TaskManager(include_path=str(task_dir) if task_dir else None, include_defaults=harness)
+
+
 def evaluate(model: Any, tokenizer: Any, tasks: dict[str, dict[str, Any]], task_dir: Path | None, batch_size: int, device: str) -> dict[str, dict[str, float]]:
     """Score one in-memory model on every configured task: {label: {score, stderr}}."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    manager = TaskManager(include_path=str(task_dir) if task_dir else None)
+    manager = task_manager(tasks, task_dir)
     scores = {}
     for label, spec in tasks.items():
         name, key = task_name(spec), metric_key(spec)
