@@ -26,6 +26,8 @@ class ReferenceLayer:
         self.values = (core * mask).clone().requires_grad_()
         self.z = (h * w_bar.square()).sum()
         self.adam: torch.optim.Adam | None = None
+        self.previous: list[Tensor] | None = None  # the sweep solver's last point: A blocks, B blocks, values
+        self.beta = 1.0
 
     def to(self, dtype: torch.dtype) -> "ReferenceLayer":
         """The same layer with every tensor in `dtype`."""
@@ -111,6 +113,8 @@ class ReferenceLayer:
 
         The group is chosen once from the gradient and solved `solves` times (the batched optimiser's draws).
         """
+        if solves == 0:
+            return
         d_out, d_in = self.w_bar.shape
         grad = self.core_gradient()
         for p in range(math.ceil(d_out / self.b)):
@@ -148,10 +152,50 @@ class ReferenceLayer:
                     self.mask[row, col + k] = True
                     self.values[row, col + k] = v
 
+    def sweep_step(self) -> None:
+        """Least-squares A blocks, least-squares B blocks, then every group re-solved by brute force, one pair at a time
+        and row by row within a pair, then the extrapolation."""
+        d_out, d_in = self.w_bar.shape
+        self.exact_step(0)
+        for p in range(math.ceil(d_out / self.b)):
+            for u in range(math.ceil(d_in / self.unit)):
+                for row in range(p * self.b, min((p + 1) * self.b, d_out)):
+                    for col in range(u * self.unit, min((u + 1) * self.unit, d_in), GROUP):
+                        self._solve_group(row, col)
+        self._extrapolate()
+
+    def _point(self) -> list[Tensor]:
+        """A copy of A's blocks, B's blocks and the masked core values."""
+        with torch.no_grad():
+            return [x.detach().clone() for x in self.a_blocks + self.b_blocks] + [(self.values * self.mask).detach()]
+
+    def _set_point(self, point: list[Tensor]) -> None:
+        """Overwrite A's blocks, B's blocks and the core values (masked)."""
+        with torch.no_grad():
+            for x, value in zip(self.a_blocks + self.b_blocks + [self.values], point):
+                x.copy_(value)
+            self.values.mul_(self.mask)
+
+    def _extrapolate(self) -> None:
+        """Try x + β (x − x_prev); keep it if the loss fell (β × 1.5, at most 8), else go back (β × 0.5, at least 0.25)."""
+        reached = self._point()
+        if self.previous is not None:
+            start = self.loss()
+            self._set_point([x + self.beta * (x - y) for x, y in zip(reached, self.previous)])
+            if self.loss() < start:
+                self.beta = min(self.beta * 1.5, 8.0)
+                reached = self._point()
+            else:
+                self._set_point(reached)
+                self.beta = max(self.beta * 0.5, 0.25)
+        self.previous = reached
+
     def iterate(self, solver: str, lr: float, cg_steps: int, sparse_steps: int) -> float:
-        """One iteration (continuous step, then the sparse steps); returns the loss after it."""
+        """One iteration (the solver's step, then the sparse steps); returns the loss after it."""
         if solver == "adam":
             self.adam_step(lr)
+        elif solver == "sweep":
+            self.sweep_step()
         else:
             self.exact_step(cg_steps)
         self.sparse_step(sparse_steps)

@@ -12,7 +12,7 @@ from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
 from armor.optimizer import blockdiag as bd
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
-from armor.optimizer.bcd import Options, iterate, optimize
+from armor.optimizer.bcd import Options, iterate, optimize, solver_state
 from armor.optimizer.exact import exact_step
 from armor.optimizer.problem import Problem
 from armor.proxy_loss import relative_loss
@@ -63,7 +63,7 @@ def _reference(prob: Problem, i: int) -> ReferenceLayer:
 SHAPES = [(24, 40, 8), (20, 36, 8), (18, 36, 6)]  # whole blocks; ragged rows and columns; b not a multiple of 4
 
 
-@pytest.mark.parametrize("solver", ["adam", "exact"])
+@pytest.mark.parametrize("solver", ["adam", "exact", "sweep"])
 @pytest.mark.parametrize(("d_out", "d_in", "b"), SHAPES)
 def test_batched_solver_follows_the_plain_reference_for_60_iterations(solver, d_out, d_in, b):
     w, h = _layers(2, d_out, d_in)
@@ -75,8 +75,9 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
     _perturb(prob)
     layers = prob.layers
     refs = [_reference(prob, i) for i in range(layers)]
-    opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, sparse_steps=2, selection="gradient_greedy")
-    adam = LayerAdam(prob.params(), opts.lr) if solver == "adam" else None
+    sparse_steps = 0 if solver == "sweep" else 2  # a sweep visits every group itself
+    opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, sparse_steps=sparse_steps, selection="gradient_greedy")
+    state = solver_state(prob, opts)
     counts = GuardCounts(torch.zeros(layers, dtype=torch.long), torch.zeros(layers, dtype=torch.long))
     active = torch.ones(layers, dtype=torch.bool)
     start = torch.tensor([r.loss() for r in refs], dtype=torch.float64)
@@ -84,7 +85,7 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
     losses, changed = [], 0
     for step in range(iterations):
         before_mask = prob.mask.clone()
-        iterate(prob, opts, active, adam, counts)
+        iterate(prob, opts, active, state, counts)
         changed += int((prob.mask != before_mask).any())
         expected = torch.tensor([r.iterate(solver, opts.lr, opts.cg_steps, opts.sparse_steps) for r in refs], dtype=torch.float64)
         assert torch.allclose(prob.loss, expected, rtol=rtol, atol=0), (step, prob.loss, expected)
@@ -94,7 +95,7 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
     return losses
 
 
-@pytest.mark.parametrize("solver", ["adam", "exact"])
+@pytest.mark.parametrize("solver", ["adam", "exact", "sweep"])
 def test_non_contiguous_inputs_give_the_same_iterations(solver):
     w, h = _layers(2, 20, 36)
     w_strided = w.transpose(1, 2).contiguous().transpose(1, 2)  # same values, column-major storage
@@ -203,6 +204,14 @@ def test_exact_solver_is_monotone_and_ends_far_below_nowag(selection):
         assert abs(float(out.trace[0, i]) - start) < 1e-5  # ARMOR starts exactly at NoWag-P
         assert relative_loss(w[i], out.weights[i], h[i]) < 0.7 * start
         assert is_24(out.factors[i]["core"])
+
+
+def test_sweep_solver_is_monotone_and_ends_far_below_nowag():
+    w, h = _layers(2, 20, 36, dtype=torch.float32)
+    out = optimize(w, h, Options(block_size=6, iterations=50, solver="sweep", trace_every=1))
+    assert (out.trace[1:] <= out.trace[:-1]).all()
+    assert (out.trace[-1] < 0.6 * out.trace[0]).all()
+    assert all(is_24(layer["core"]) for layer in out.factors)
 
 
 def test_exact_solver_beats_adam_in_the_same_iterations():

@@ -18,8 +18,8 @@ import torch
 
 from armor import logs
 from armor.inference.speed import environment, synchronize
-from armor.optimizer.adam import GuardCounts, LayerAdam
-from armor.optimizer.bcd import Options, iterate
+from armor.optimizer.adam import GuardCounts
+from armor.optimizer.bcd import Options, iterate, solver_state
 from armor.optimizer.problem import Problem
 from armor.pipeline.cpu import keep_freed_memory
 from armor.reporting.tables import write_csv
@@ -56,14 +56,14 @@ def time_layer(d_out: int, d_in: int, opts: Options, device: torch.device, itera
     """Mean seconds of one full iteration (continuous step, selection, sparse steps) on one random layer."""
     g = torch.Generator(device=device).manual_seed(0)
     prob = Problem(torch.randn(1, d_out, d_in, generator=g, device=device), torch.rand(1, d_in, generator=g, device=device) + 0.1, opts.block_size)
-    adam = LayerAdam(prob.params(), opts.lr) if opts.solver == "adam" else None
+    state = solver_state(prob, opts)
     counts = GuardCounts(torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device))
     active = torch.ones(1, dtype=torch.bool, device=device)
-    iterate(prob, opts, active, adam, counts)  # warm-up: allocator, kernels
+    iterate(prob, opts, active, state, counts)  # warm-up: allocator, kernels
     synchronize(device)
     start = time.perf_counter()
     for _ in range(iterations):
-        iterate(prob, opts, active, adam, counts)
+        iterate(prob, opts, active, state, counts)
     synchronize(device)
     return (time.perf_counter() - start) / iterations
 

@@ -1,4 +1,4 @@
-"""ARMOR's block coordinate descent: a continuous step and the exact sparse-core step per iteration, to convergence."""
+"""ARMOR's block coordinate descent: per iteration the solver's step and exact sparse-core steps, to convergence."""
 
 import logging
 from dataclasses import dataclass
@@ -11,10 +11,11 @@ from armor.config import SCHEMA, check_options
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.exact import exact_step
 from armor.optimizer.problem import Problem
+from armor.optimizer.sweep import Extrapolation, sweep_step
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16}
+DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16, "sweep": 0}  # a sweep already re-solves every group
 RUN_OPTIONS = {  # what a run adds to the armor section: one of block_sizes, and the calibration seed
     "block_size": SCHEMA["properties"]["block_sizes"]["items"],
     "seed": SCHEMA["properties"]["calibration"]["properties"]["seed"],
@@ -27,10 +28,10 @@ class Options:
 
     block_size: int = 128
     iterations: int = 20000
-    solver: str = "adam"  # adam: the paper's; exact: closed-form A, B and CG on the core (ours)
+    solver: str = "adam"  # adam: the paper's; exact, sweep: closed-form A, B and CG or a sweep of every group (ours)
     lr: float = 1e-4
     cg_steps: int = 1
-    sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact
+    sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact, 0 for sweep
     selection: str = "gradient_random"
     rtol: float = 1e-6
     atol: float = 1e-8
@@ -70,14 +71,26 @@ class Outcome:
     iterations: Tensor  # (L,) iterations each layer ran before it converged or the budget ended
 
 
-def iterate(prob: Problem, opts: Options, active: Tensor, adam: LayerAdam | None, counts: GuardCounts) -> None:
-    """One iteration: the solver's continuous step, then `sparse_steps` sparse-core steps, their groups drawn from
-    the gradient at the point the continuous step reached."""
+SolverState = LayerAdam | Extrapolation | None
+
+
+def solver_state(prob: Problem, opts: Options) -> SolverState:
+    """What the solver carries between iterations: Adam's moments, the sweep's extrapolation, or nothing."""
     if opts.solver == "adam":
-        adam_step(prob, adam, active, opts.guard, opts.guard_retries, counts)
+        return LayerAdam(prob.params(), opts.lr)
+    return Extrapolation.start(prob) if opts.solver == "sweep" else None
+
+
+def iterate(prob: Problem, opts: Options, active: Tensor, state: SolverState, counts: GuardCounts) -> None:
+    """One iteration: the solver's step, then `sparse_steps` sparse-core steps, their groups drawn from the gradient
+    at the point the solver's step reached."""
+    if isinstance(state, LayerAdam):
+        adam_step(prob, state, active, opts.guard, opts.guard_retries, counts)
+    elif isinstance(state, Extrapolation):
+        sweep_step(prob, active, state)
     else:
         exact_step(prob, opts.cg_steps, active)
-    for choice in prob.select(prob.core_gradient(), opts.selection, opts.sparse_steps):
+    for choice in prob.select(prob.core_gradient(), opts.selection, opts.sparse_steps) if opts.sparse_steps else ():
         prob.sparse_step(choice, active)
 
 
@@ -85,7 +98,7 @@ def optimize(weights: Tensor, h: Tensor, opts: Options) -> Outcome:
     """Run ARMOR on same-shape layers (L, d_out, d_in) with activation weights h (L, d_in), from NoWag-P."""
     prob = Problem(weights, h, opts.block_size, opts.seed)
     L = prob.layers
-    adam = LayerAdam(prob.params(), opts.lr) if opts.solver == "adam" else None
+    state = solver_state(prob, opts)
     active = torch.ones(L, dtype=torch.bool, device=weights.device)
     counts = GuardCounts(torch.zeros(L, dtype=torch.long, device=weights.device), torch.zeros(L, dtype=torch.long, device=weights.device))
     ran = torch.zeros(L, dtype=torch.long, device=weights.device)
@@ -94,7 +107,7 @@ def optimize(weights: Tensor, h: Tensor, opts: Options) -> Outcome:
     snapshots: dict[int, Tensor] = {0: prob.snapshot()} if 0 in opts.snapshots else {}
     it = 0
     for it in range(1, opts.iterations + 1):
-        iterate(prob, opts, active, adam, counts)
+        iterate(prob, opts, active, state, counts)
         ran += active
         improved = prob.loss < best - torch.maximum(torch.full_like(best, opts.atol), opts.rtol * best.abs())
         best = torch.where(improved, prob.loss, best)

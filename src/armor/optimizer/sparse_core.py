@@ -1,16 +1,11 @@
-"""The exact sparse-core step: best 2-of-4 pattern and values for one group per block pair."""
+"""The exact group solve shared by the sparse-core step and the sweep: best 2-of-4 pattern and values of a group."""
 
 import torch
 from torch import Tensor
 
-from armor.sparsity import PATTERNS
+from armor.sparsity import GROUP, PATTERNS
 
 RIDGE = 1e-12  # relative Tikhonov term: keeps singular 2x2 systems solvable; the true loss still decides
-
-
-def group_loss(v: Tensor, lin: Tensor, quad: Tensor) -> Tensor:
-    """f(v) = 2 vᵀ lin + vᵀ quad v over batched groups: v, lin (..., k); quad (..., k, k)."""
-    return 2 * (v * lin).sum(-1) + (v[..., None, :] @ quad @ v[..., :, None])[..., 0, 0]
 
 
 def solve_groups(
@@ -29,26 +24,45 @@ def solve_groups(
     """
     aa = a.square().sum(-1)  # (N,)
     gram = (b_rows * h[:, None, :]) @ b_rows.transpose(-1, -2)  # (N, 4, 4)
-    lin = b_rows @ (h * resid)[..., None]  # (N, 4, 1)
-    lin = (lin - aa[:, None, None] * (gram @ current[..., None]))[..., 0]  # (N, 4): linear term, group zeroed
     quad = aa[:, None, None] * gram  # (N, 4, 4)
+    quad_c = (quad @ current[..., None])[..., 0]  # (N, 4)
+    lin = (b_rows @ (h * resid)[..., None])[..., 0] - quad_c  # (N, 4): linear term, group zeroed
+    f_current = (current * (2 * lin + quad_c)).sum(-1)
+    return best_patterns(lin, f_current, pattern_systems(quad), current, current_keep)
 
-    idx = PATTERNS.to(a.device)
-    q2 = quad[:, idx[:, :, None], idx[:, None, :]]  # (N, 6, 2, 2)
-    l2 = lin[:, idx]  # (N, 6, 2)
-    ridge = RIDGE * (q2[..., 0, 0] + q2[..., 1, 1]) + torch.finfo(a.dtype).tiny
-    p, q, r = q2[..., 0, 0] + ridge, q2[..., 0, 1], q2[..., 1, 1] + ridge
+
+def pattern_systems(quad: Tensor) -> tuple[Tensor, Tensor]:
+    """Per 2-of-4 pattern of quad (..., 4, 4): its 2x2 block on the kept positions and the inverse of that block
+    with a relative ridge (zero where singular), both (..., 6, 2, 2)."""
+    idx = PATTERNS.to(quad.device)
+    flat = (idx[:, :, None] * GROUP + idx[:, None, :]).flatten()  # (24,) positions in the flattened 4x4
+    q2 = quad.flatten(-2).index_select(-1, flat).unflatten(-1, (6, 2, 2))
+    p, q, r = q2[..., 0, 0], q2[..., 0, 1], q2[..., 1, 1]
+    ridge = RIDGE * (p + r) + torch.finfo(quad.dtype).tiny
+    p, r = p + ridge, r + ridge
     det = p * r - q * q
-    v2 = -torch.stack([r * l2[..., 0] - q * l2[..., 1], p * l2[..., 1] - q * l2[..., 0]], -1) / det[..., None]
-    v2 = torch.where(torch.isfinite(v2), v2, torch.zeros_like(v2))
-    f_patterns = group_loss(v2, l2, q2)  # (N, 6): the true loss of each candidate
-    f_current = group_loss(current, lin, quad)  # (N,)
-    best = f_patterns.argmin(-1)
-    f_best = f_patterns.gather(-1, best[:, None])[:, 0]
-    take = f_best < f_current
+    scale = torch.where(det > 0, det.reciprocal(), 0.0)  # a singular block solves to zero
+    inverse = torch.stack([r * scale, -q * scale, -q * scale, p * scale], -1).unflatten(-1, (2, 2))
+    return q2, inverse
 
-    values = torch.zeros_like(current).scatter_(-1, idx[best], v2[torch.arange(len(best)), best])
-    keep = torch.zeros_like(current, dtype=torch.bool).scatter_(-1, idx[best], True)
-    values = torch.where(take[:, None], values, current)
-    keep = torch.where(take[:, None], keep, current_keep)
-    return values, keep
+
+def best_patterns(
+    lin: Tensor, f_current: Tensor, systems: tuple[Tensor, Tensor], current: Tensor, current_keep: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Minimise f(v) = 2 vᵀ lin + vᵀ quad v over the six 2-of-4 patterns of batched groups; keep the current values
+    unless a pattern is strictly better.
+
+    lin, current: (..., 4); f_current: (...,) f at the current values; systems = pattern_systems(quad);
+    current_keep: (..., 4). Returns the values and keep-mask (..., 4), the mask in current_keep's dtype.
+    """
+    q2, inverse = systems
+    idx = PATTERNS.to(lin.device)
+    l2 = lin.index_select(-1, idx.flatten()).unflatten(-1, (6, 2))  # (..., 6, 2)
+    v2 = -(inverse * l2[..., None, :]).sum(-1)  # (..., 6, 2): each pattern's least-squares values
+    f_patterns = (v2 * (2 * l2 + (q2 * v2[..., None, :]).sum(-1))).sum(-1)  # (..., 6): the true loss of each
+    best = f_patterns.argmin(-1, keepdim=True)  # (..., 1)
+    take = f_patterns.gather(-1, best) < f_current[..., None]  # (..., 1)
+    cols = idx.index_select(0, best.flatten()).view(*best.shape[:-1], 2)  # (..., 2)
+    values = torch.zeros_like(current).scatter_(-1, cols, v2.gather(-2, best[..., None].expand(*best.shape, 2))[..., 0, :])
+    keep = torch.zeros_like(current_keep).scatter_(-1, cols, True)
+    return torch.where(take, values, current), torch.where(take, keep, current_keep)
