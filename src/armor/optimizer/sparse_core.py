@@ -28,21 +28,24 @@ def solve_groups(
     quad_c = (quad @ current[..., None])[..., 0]  # (N, 4)
     lin = (b_rows @ (h * resid)[..., None])[..., 0] - quad_c  # (N, 4): linear term, group zeroed
     f_current = (current * (2 * lin + quad_c)).sum(-1)
-    return best_patterns(lin, f_current, pattern_systems(quad), current, current_keep)
+    systems = pattern_systems(quad.permute(1, 2, 0))
+    values, keep = best_patterns(lin.T, f_current, systems, current.T, current_keep.T)
+    return values.T, keep.T
 
 
 def pattern_systems(quad: Tensor) -> tuple[Tensor, Tensor]:
-    """Per 2-of-4 pattern of quad (..., 4, 4): its 2x2 block on the kept positions and the inverse of that block
-    with a relative ridge (zero where singular), both (..., 6, 2, 2)."""
+    """Per 2-of-4 pattern of quad (4, 4, *batch): its 2x2 block on the kept positions and that block's inverse with
+    a relative ridge (zero where singular), both (6, 2, 2, *batch). Component dimensions lead, so every elementwise
+    operation runs over the long batch dimensions."""
     idx = PATTERNS.to(quad.device)
     flat = (idx[:, :, None] * GROUP + idx[:, None, :]).flatten()  # (24,) positions in the flattened 4x4
-    q2 = quad.flatten(-2).index_select(-1, flat).unflatten(-1, (6, 2, 2))
-    p, q, r = q2[..., 0, 0], q2[..., 0, 1], q2[..., 1, 1]
+    q2 = quad.flatten(0, 1).index_select(0, flat).unflatten(0, (6, 2, 2))
+    p, q, r = q2[:, 0, 0], q2[:, 0, 1], q2[:, 1, 1]  # (6, *batch)
     ridge = RIDGE * (p + r) + torch.finfo(quad.dtype).tiny
     p, r = p + ridge, r + ridge
     det = p * r - q * q
     scale = torch.where(det > 0, det.reciprocal(), 0.0)  # a singular block solves to zero
-    inverse = torch.stack([r * scale, -q * scale, -q * scale, p * scale], -1).unflatten(-1, (2, 2))
+    inverse = torch.stack([r * scale, -q * scale, -q * scale, p * scale], 1).unflatten(1, (2, 2))
     return q2, inverse
 
 
@@ -52,17 +55,18 @@ def best_patterns(
     """Minimise f(v) = 2 vᵀ lin + vᵀ quad v over the six 2-of-4 patterns of batched groups; keep the current values
     unless a pattern is strictly better.
 
-    lin, current: (..., 4); f_current: (...,) f at the current values; systems = pattern_systems(quad);
-    current_keep: (..., 4). Returns the values and keep-mask (..., 4), the mask in current_keep's dtype.
+    lin, current, current_keep: (4, *batch); f_current: (*batch) f at the current values; systems =
+    pattern_systems(quad). Returns the values and keep-mask (4, *batch), the mask in current_keep's dtype.
     """
     q2, inverse = systems
     idx = PATTERNS.to(lin.device)
-    l2 = lin.index_select(-1, idx.flatten()).unflatten(-1, (6, 2))  # (..., 6, 2)
-    v2 = -(inverse * l2[..., None, :]).sum(-1)  # (..., 6, 2): each pattern's least-squares values
-    f_patterns = (v2 * (2 * l2 + (q2 * v2[..., None, :]).sum(-1))).sum(-1)  # (..., 6): the true loss of each
-    best = f_patterns.argmin(-1, keepdim=True)  # (..., 1)
-    take = f_patterns.gather(-1, best) < f_current[..., None]  # (..., 1)
-    cols = idx.index_select(0, best.flatten()).view(*best.shape[:-1], 2)  # (..., 2)
-    values = torch.zeros_like(current).scatter_(-1, cols, v2.gather(-2, best[..., None].expand(*best.shape, 2))[..., 0, :])
-    keep = torch.zeros_like(current_keep).scatter_(-1, cols, True)
+    l2 = lin.index_select(0, idx.flatten()).unflatten(0, (6, 2))  # (6, 2, *batch)
+    v2 = -(inverse * l2[:, None]).sum(2)  # (6, 2, *batch): each pattern's least-squares values
+    f_patterns = (v2 * (2 * l2 + (q2 * v2[:, None]).sum(2))).sum(1)  # (6, *batch): the true loss of each
+    best = f_patterns.argmin(0, keepdim=True)  # (1, *batch)
+    take = f_patterns.gather(0, best) < f_current[None]  # (1, *batch)
+    cols = idx.index_select(0, best.flatten()).T.reshape(2, *best.shape[1:])  # (2, *batch)
+    chosen = v2.gather(0, best[None].expand(1, 2, *best.shape[1:]))[0]  # (2, *batch)
+    values = torch.zeros_like(current).scatter_(0, cols, chosen)
+    keep = torch.zeros_like(current_keep).scatter_(0, cols, True)
     return torch.where(take, values, current), torch.where(take, keep, current_keep)

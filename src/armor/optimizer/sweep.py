@@ -28,49 +28,55 @@ BETA_START, BETA_GROW, BETA_SHRINK, BETA_MIN, BETA_MAX = 1.0, 1.5, 0.5, 0.25, 8.
 
 
 def _by_group(prob: Problem, x: Tensor) -> Tensor:
-    """A grid (L, n_out, b, n_in, b) as (b, G, L, n_out, n_units, 4), contiguous: row r's group g of every pair."""
+    """A grid (L, n_out, b, n_in, b) as (b, G, 4, N), contiguous: row r's group g of every pair, N pairs last."""
     L, n_out, b = x.shape[:3]
-    return x.reshape(L, n_out, b, -1, prob.unit // GROUP, GROUP).permute(2, 4, 0, 1, 3, 5).contiguous()
+    n_units, per_unit = prob.cols.padded // prob.unit, prob.unit // GROUP
+    return x.reshape(L, n_out, b, n_units, per_unit, GROUP).permute(2, 4, 5, 0, 1, 3).reshape(b, per_unit, GROUP, -1)
 
 
 def _grid(prob: Problem, x: Tensor) -> Tensor:
     """The inverse of `_by_group`."""
-    return x.permute(2, 3, 0, 4, 1, 5).reshape(prob.core.shape)
+    L, n_out, b = prob.core.shape[:3]
+    return x.reshape(b, prob.unit // GROUP, GROUP, L, n_out, -1).permute(3, 4, 0, 5, 1, 2).reshape(prob.core.shape)
 
 
 def sweep(prob: Problem) -> None:
-    """Re-solve every group of the core once, exactly, in Gauss–Seidel order (all layers); refreshes the problem."""
+    """Re-solve every group of the core once, exactly, in Gauss–Seidel order (all layers); refreshes the problem.
+
+    Pairs (layer, row block, unit) form the last dimension N of every working tensor, so each operation runs over
+    all pairs at once.
+    """
     L, n_out, b = prob.core.shape[:3]
     unit, per_unit = prob.unit, prob.unit // GROUP
     n_units = prob.cols.padded // unit
-    core, mask = _by_group(prob, prob.core), _by_group(prob, prob.mask)  # (b, G, L, n_out, n_units, 4)
+    core, mask = _by_group(prob, prob.core), _by_group(prob, prob.mask)  # (b, G, 4, N)
     scale = (prob.z.to(prob.core.dtype) / 2).view(L, 1, 1, 1, 1)
     gamma = prob.core_gradient() * scale  # Γ = Aᵀ R diag(h) Bᵀ, grid
-    gamma = gamma.reshape(L, n_out, b, n_units, unit).permute(2, 0, 1, 3, 4).contiguous()  # (b, L, n_out, n_units, U)
+    gamma = gamma.reshape(L, n_out, b, n_units, unit).permute(2, 4, 0, 1, 3).reshape(b, unit, -1)  # (b, U, N)
     p = prob.a.transpose(-1, -2) @ prob.a  # (L, n_out, b, b)
-    p_cols = p.permute(3, 2, 0, 1)[..., None, None].contiguous()  # (b, b, L, n_out, 1, 1): [r] is P[:, r]
+    p = p.permute(3, 2, 0, 1)[..., None].expand(b, b, L, n_out, n_units).reshape(b, b, -1)  # (b, b, N): [r] is P[:, r]
     b_unit = bd.merge(prob.b, unit)  # (L, n_units, U, U)
-    q = ((b_unit * prob.h.view(L, n_units, 1, unit)) @ b_unit.transpose(-1, -2))[:, None]  # (L, 1, n_units, U, U)
-    q_rows = q.view(L, 1, n_units, per_unit, GROUP, unit).permute(3, 0, 1, 2, 4, 5).contiguous()  # (G, L, 1, n_units, 4, U)
-    q_diag = torch.stack([q_rows[g, ..., GROUP * g : GROUP * (g + 1)] for g in range(per_unit)])  # (G, L, 1, n_units, 4, 4)
-    p_diag = p.diagonal(dim1=-2, dim2=-1).permute(2, 0, 1)[:, None, :, :, None, None, None]  # (b, 1, L, n_out, 1, 1, 1)
-    quads = (p_diag * q_diag).contiguous()  # (b, G, L, n_out, n_units, 4, 4): P_rr Q_SS of every group
-    systems = pattern_systems(quads)  # (b, G, L, n_out, n_units, 6, 2, 2) each
+    q = (b_unit * prob.h.view(L, n_units, 1, unit)) @ b_unit.transpose(-1, -2)  # B_u diag(h) B_uᵀ
+    q = q.permute(2, 3, 0, 1)[:, :, :, None].expand(unit, unit, L, n_out, n_units).reshape(unit, unit, -1)  # (U, U, N)
+    q_diag = torch.stack([q[GROUP * g : GROUP * (g + 1), GROUP * g : GROUP * (g + 1)] for g in range(per_unit)])
+    p_diag = p.diagonal(dim1=0, dim2=1).T  # (b, N): P_rr
+    quads = p_diag[:, None, None, None] * q_diag  # (b, G, 4, 4, N): P_rr Q_SS of every group
+    q2, inverse = pattern_systems(quads.movedim((2, 3), (0, 1)))  # (6, 2, 2, b, G, N) each
+    q2, inverse = q2.movedim((3, 4), (0, 1)).contiguous(), inverse.movedim((3, 4), (0, 1)).contiguous()
     for r in range(b):
-        row = gamma[r].clone()  # (L, n_out, n_units, U): Γ's row r as its groups change
+        row = gamma[r].clone()  # (U, N): Γ's row r as its groups change
         moved = torch.empty_like(row)
         for g in range(per_unit):
             cols = slice(GROUP * g, GROUP * (g + 1))
-            quad, current = quads[r, g], core[r, g]
-            quad_c = (quad * current[..., None, :]).sum(-1)
-            lin = row[..., cols] - quad_c
-            f_current = (current * (lin + lin + quad_c)).sum(-1)
-            values, keep = best_patterns(lin, f_current, (systems[0][r, g], systems[1][r, g]), current, mask[r, g])
+            current = core[r, g]
+            quad_c = (quads[r, g] * current[None]).sum(1)  # (4, N)
+            lin = row[cols] - quad_c
+            f_current = (current * (lin + lin + quad_c)).sum(0)
+            values, keep = best_patterns(lin, f_current, (q2[r, g], inverse[r, g]), current, mask[r, g])
             delta = values - current
-            core[r, g], mask[r, g] = values, keep
-            moved[..., cols] = delta
-            row += p_cols[r, r] * (delta[..., :, None] * q_rows[g]).sum(-2)
-        gamma += p_cols[r] * (moved[..., None, :] @ q)[..., 0, :]  # every row of Γ sees row r's changes
+            core[r, g], mask[r, g], moved[cols] = values, keep, delta
+            row += p_diag[r] * (delta[:, None] * q[cols]).sum(0)
+        gamma += p[r][:, None] * (moved[:, None] * q).sum(0)  # every row of Γ sees row r's changes
     prob.core.copy_(_grid(prob, core))
     prob.mask.copy_(_grid(prob, mask))
     prob.refresh()
