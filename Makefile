@@ -25,9 +25,9 @@ demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method: all tables
 speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer_speed.csv
 	$(SNAKEMAKE) results/tables/speed.csv results/tables/layer_speed.csv --configfile config/demo.yaml
 
-bench-armor: $(STAMP)  ## both solvers' loss against time on SmolLM2 block 15, and ms per iteration (CPU, and GPU when present)
+bench-armor: $(STAMP)  ## every solver's loss against time and time to Adam's loss on SmolLM2, and ms per iteration (CPU, and GPU when present)
 	$(BIN)/python -m armor.bench.convergence
-	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 64
+	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 128 --solvers adam exact sweep
 
 bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the paper grid, and its projected wall time on 16 workers
 	$(BIN)/python -m armor.bench.iteration --out results/benchmarks/grid_iteration.csv
@@ -35,13 +35,12 @@ bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the pap
 bench-memory: $(STAMP)  ## peak host memory of prune and perplexity jobs on 4- and 32-block models -> results/benchmarks/job_memory.csv
 	$(BIN)/python -m armor.bench.job_memory
 
-bench-gpu: $(STAMP)  ## on a CUDA GPU: fp16 layer speed at the Llama shapes, the packed demo models' speed, both solvers at Llama-2-7B shapes (b = 128)
+bench-gpu: $(STAMP)  ## on a CUDA GPU: fp16 layer speed at the Llama shapes, the packed demo models' speed, every solver at Llama-2-7B shapes (b = 128)
 	@$(BIN)/python -c "import sys, torch; sys.exit(None if torch.cuda.is_available() else 'make bench-gpu needs a CUDA GPU')"
 	$(BIN)/pytest tests/test_gpu.py
 	$(SNAKEMAKE) results/tables/layer_speed.csv --forcerun layer_speed
 	$(SNAKEMAKE) results/tables/speed.csv --configfile config/demo.yaml --forcerun speed
-	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solver adam --out results/benchmarks/gpu_iteration_adam.csv
-	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solver exact --out results/benchmarks/gpu_iteration_exact.csv
+	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solvers adam exact sweep --out results/benchmarks/gpu_iteration.csv
 
 test: $(STAMP)  ## the CI test set (everything not marked slow)
 	$(BIN)/pytest -m "not slow"

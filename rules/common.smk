@@ -138,8 +138,20 @@ def method_options(wildcards):
     """Options handed to the method: ARMOR's settings and block size, and the seed."""
     options = {"seed": config["calibration"]["seed"]}
     if wildcards.method == "armor":
-        options |= config["armor"] | {"block_size": int(wildcards.block_size)}
+        b = int(wildcards.block_size)
+        options |= {
+            k: v for k, v in config["armor"].items() if k != "iterations_by_block_size"
+        }
+        options |= {"block_size": b, "iterations": armor_iterations(b)}
     return options
+
+
+def armor_iterations(block_size):
+    """ARMOR's iterations at one block size: its entry in iterations_by_block_size, else iterations."""
+    by_size = {
+        int(k): v for k, v in config["armor"]["iterations_by_block_size"].items()
+    }
+    return by_size.get(block_size, config["armor"]["iterations"])
 
 
 def run_files(name):
@@ -188,8 +200,8 @@ def task_dir_input(wildcards):
 
 
 def snapshot_iterations():
-    """ARMOR snapshots that need their own perplexity: not 0 (NoWag-P's) nor the last iteration (the run's own)."""
-    last = config["armor"]["iterations"]
+    """ARMOR snapshots that need their own perplexity: not 0 (NoWag-P's) nor any run's last iteration (its own)."""
+    last = min(armor_iterations(b) for b in config["block_sizes"])
     return sorted(k for k in set(config["armor"]["snapshots"]) if 0 < k < last)
 
 

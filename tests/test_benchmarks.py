@@ -4,6 +4,9 @@ import subprocess
 import sys
 
 import pandas as pd
+import torch
+
+from armor.bench.convergence import SOLVERS, summary, time_to_target
 
 
 def _run(module: str, *args: str) -> None:
@@ -14,10 +17,25 @@ def _run(module: str, *args: str) -> None:
 
 def test_iteration_benchmark_projects_a_model(tmp_path):
     out = tmp_path / "iteration.csv"
-    _run("armor.bench.iteration", "--models", "smollm2-135m", "--block-size", "64", "--iterations", "2", "--out", str(out))
-    row = pd.read_csv(out).iloc[0]
-    assert (row["model"], row["blocks"], row["block_size"], row["solver"], row["device"]) == ("smollm2-135m", 30, 64, "adam", "cpu")
-    assert row["ms_per_block_iteration"] > 0 and row["worker_hours_20k"] > 0
+    _run("armor.bench.iteration", "--models", "smollm2-135m", "--block-size", "64", "--iterations", "2", "--solvers", "adam", "sweep", "--out", str(out))
+    rows = pd.read_csv(out)
+    assert list(rows["solver"]) == ["adam", "sweep"]
+    row = rows.iloc[0]
+    assert (row["model"], row["blocks"], row["block_size"], row["device"]) == ("smollm2-135m", 30, 64, "cpu")
+    assert (rows["ms_per_block_iteration"] > 0).all() and (rows["worker_hours_20k"] > 0).all()
+
+
+def test_time_to_target_gives_every_solver_a_row_against_adams_loss():
+    g = torch.Generator().manual_seed(0)
+    w, h = torch.randn(24, 40, generator=g), torch.rand(40, generator=g) + 0.1
+    part = {"part": "random", "block": 0, "linear": "w", "block_size": 8, "threads": 1}
+    curves = pd.DataFrame(time_to_target(w, h, part, iterations=40, cap=5.0))
+    table = summary(curves).set_index("solver")
+    assert list(table.index) == list(SOLVERS)
+    adam = table.loc["adam lr=1e-3"]
+    assert adam["iterations_to_target"] == 40 and adam["ratio_to_adam"] == 1.0
+    sweep = table.loc["sweep"]  # reached Adam's loss, so its curve stopped there
+    assert sweep["final_loss"] <= sweep["target"] and sweep["seconds_to_target"] == sweep["final_seconds"]
 
 
 def test_block_products_benchmark_covers_every_width_token_count_and_block_size(tmp_path):

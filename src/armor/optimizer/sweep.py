@@ -60,19 +60,18 @@ def sweep(prob: Problem) -> None:
     q = q.permute(2, 3, 0, 1)[:, :, :, None].expand(unit, unit, L, n_out, n_units).reshape(unit, unit, -1)  # (U, U, N)
     q_diag = torch.stack([q[GROUP * g : GROUP * (g + 1), GROUP * g : GROUP * (g + 1)] for g in range(per_unit)])
     p_diag = p.diagonal(dim1=0, dim2=1).T  # (b, N): P_rr
-    quads = p_diag[:, None, None, None] * q_diag  # (b, G, 4, 4, N): P_rr Q_SS of every group
-    q2, inverse = pattern_systems(quads.movedim((2, 3), (0, 1)))  # (6, 2, 2, b, G, N) each
-    q2, inverse = q2.movedim((3, 4), (0, 1)).contiguous(), inverse.movedim((3, 4), (0, 1)).contiguous()
     for r in range(b):
+        quads = p_diag[r] * q_diag  # (G, 4, 4, N): P_rr Q_SS of row r's groups
+        q2, inverse = (x.movedim(3, 0).contiguous() for x in pattern_systems(quads.movedim(0, 2)))  # (G, 6, 2, 2, N)
         row = gamma[r].clone()  # (U, N): Γ's row r as its groups change
         moved = torch.empty_like(row)
         for g in range(per_unit):
             cols = slice(GROUP * g, GROUP * (g + 1))
             current = core[r, g]
-            quad_c = (quads[r, g] * current[None]).sum(1)  # (4, N)
+            quad_c = (quads[g] * current[None]).sum(1)  # (4, N)
             lin = row[cols] - quad_c
             f_current = (current * (lin + lin + quad_c)).sum(0)
-            values, keep = best_patterns(lin, f_current, (q2[r, g], inverse[r, g]), current, mask[r, g])
+            values, keep = best_patterns(lin, f_current, (q2[g], inverse[g]), current, mask[r, g])
             delta = values - current
             core[r, g], mask[r, g], moved[cols] = values, keep, delta
             row += p_diag[r] * (delta[:, None] * q[cols]).sum(0)
