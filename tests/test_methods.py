@@ -55,6 +55,21 @@ def test_sparsegpt_beats_wanda_on_output_error():
     assert err["sparsegpt"] < err["wanda"]
 
 
+def test_sparsegpt_retries_with_more_damping_where_cholesky_fails(caplog):
+    torch.manual_seed(0)
+    x = torch.randn(64, 8) @ torch.randn(8, 32)  # rank 8: XᵀX is singular
+    hessian = x.T @ x / 64
+    null = torch.linalg.svd(x).Vh[-1]  # a unit vector with X v = 0
+    hessian -= 0.05 * hessian.diagonal().mean() * torch.outer(null, null)  # an eigenvalue below -percdamp · mean diag, as rounding makes
+    damped = hessian + sparsegpt.PERCDAMP * hessian.diagonal().mean() * torch.eye(32)
+    assert torch.linalg.cholesky_ex(damped).info != 0
+    w = torch.randn(16, 32)
+    with caplog.at_level("WARNING"):
+        pruned = sparsegpt.prune(w, LayerStats(h=hessian.diagonal(), n=64, hessian=hessian))
+    assert is_24(pruned) and torch.isfinite(pruned).all()
+    assert "Cholesky failed at percdamp 0.01; pruned with percdamp 0.1" in caplog.text
+
+
 def test_unknown_method_lists_known_ones():
     with pytest.raises(KeyError, match="known: " + ", ".join(METHODS)):
         get_method("obc")

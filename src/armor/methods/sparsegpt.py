@@ -1,13 +1,34 @@
 """SparseGPT 2:4 pruning: mask chosen column by column with the OBS weight update."""
 
+import logging
+
 import torch
 from torch import Tensor
 
 from armor.methods.base import LayerStats
 from armor.sparsity import GROUP, mask_24
 
+log = logging.getLogger(__name__)
+
 PERCDAMP = 0.01
 BLOCKSIZE = 128
+DAMP_GROWTH, DAMP_RETRIES = 10.0, 6  # a failed Cholesky is retried with 10x the damping, up to 6 times
+
+
+def inverse_cholesky(hessian: Tensor, percdamp: float) -> Tensor:
+    """The upper Cholesky factor of (H + λ I)⁻¹, λ = percdamp · mean diag(H), retried with more damping where H + λ I
+    is not positive definite (as the Wanda repository's copy of SparseGPT does); ValueError if every retry fails."""
+    mean_diag = hessian.diagonal().mean()
+    for attempt in range(DAMP_RETRIES + 1):
+        damp = percdamp * DAMP_GROWTH**attempt
+        factor, info = torch.linalg.cholesky_ex(hessian + damp * mean_diag * torch.eye(len(hessian), dtype=hessian.dtype, device=hessian.device))
+        if info == 0:
+            inverse, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(factor), upper=True)
+        if info == 0:
+            if attempt:
+                log.warning("sparsegpt: Cholesky failed at percdamp %g; pruned with percdamp %g", percdamp, damp)
+            return inverse
+    raise ValueError(f"sparsegpt: the Hessian is not positive definite even at percdamp {damp:g}")
 
 
 def prune(weight: Tensor, stats: LayerStats, percdamp: float = PERCDAMP, blocksize: int = BLOCKSIZE) -> Tensor:
@@ -19,8 +40,7 @@ def prune(weight: Tensor, stats: LayerStats, percdamp: float = PERCDAMP, blocksi
     dead = hessian.diagonal() == 0
     hessian[dead, dead] = 1
     w[:, dead] = 0
-    hessian.diagonal().add_(percdamp * hessian.diagonal().mean())
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
+    hinv = inverse_cholesky(hessian, percdamp)  # (d_in, d_in) upper
 
     d_in = w.shape[1]
     for start in range(0, d_in, blocksize):
