@@ -70,6 +70,22 @@ def test_sparsegpt_retries_with_more_damping_where_cholesky_fails(caplog):
     assert "Cholesky failed at percdamp 0.01; pruned with percdamp 0.1" in caplog.text
 
 
+def test_dead_inputs_take_the_mean_h_for_nowag_and_armor(caplog):
+    w, _, stats = _layer()
+    h = stats.h.clone()
+    h[:8] = 0  # inputs no calibration token used
+    filled = torch.cat([h[8:].mean().expand(8), h[8:]])
+    with caplog.at_level("INFO"):
+        out = get_method("nowag_p").prune_block({"q": w}, {"q": LayerStats(h, 512)}, {})["q"]
+    assert torch.equal(out.weight, nowag.prune(w, LayerStats(filled, 512)))
+    assert "q: 8 of 64 inputs have h <= 0; set to the mean of the others" in caplog.text
+    options = {"iterations": 3, "block_size": 16}
+    with_zeros = get_method("armor").prune_block({"q": w}, {"q": LayerStats(h, 512)}, options)["q"]
+    assert torch.equal(with_zeros.weight, prune_block({"q": w}, {"q": LayerStats(filled, 512)}, options)["q"].weight)
+    with pytest.raises(ValueError, match="h of layer q has NaN or infinite entries"):
+        get_method("armor").prune_block({"q": w}, {"q": LayerStats(torch.full_like(h, float("nan")), 512)}, options)
+
+
 def test_unknown_method_lists_known_ones():
     with pytest.raises(KeyError, match="known: " + ", ".join(METHODS)):
         get_method("obc")

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from armor.methods import armor, magnitude, nowag, sparsegpt, wanda
-from armor.methods.base import LayerResult, LayerStats
+from armor.methods.base import LayerResult, LayerStats, fill_dead_inputs
 
 BlockPruner = Callable[[dict[str, Tensor], dict[str, LayerStats], dict[str, Any]], dict[str, LayerResult]]
 
@@ -34,13 +34,23 @@ def per_layer(prune: Callable[[Tensor, LayerStats], Tensor]) -> BlockPruner:
     return prune_block
 
 
+def with_dead_inputs_filled(prune_block: BlockPruner) -> BlockPruner:
+    """A block pruner that sees h with its dead inputs filled (`fill_dead_inputs`), as NoWag-P and ARMOR's reference code."""
+
+    def filled(weights: dict[str, Tensor], stats: dict[str, LayerStats], options: dict[str, Any]) -> dict[str, LayerResult]:
+        """The wrapped pruner on the filled statistics."""
+        return prune_block(weights, fill_dead_inputs(stats), options)
+
+    return filled
+
+
 METHODS: dict[str, Method] = {
     "dense": Method("dense", None, default_mode="none"),
     "magnitude": Method("magnitude", per_layer(magnitude.prune)),
     "wanda": Method("wanda", per_layer(wanda.prune), default_mode="sequential"),
     "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune), needs_hessian=True, default_mode="sequential"),
-    "nowag_p": Method("nowag_p", per_layer(nowag.prune)),
-    "armor": Method("armor", armor.prune_block),
+    "nowag_p": Method("nowag_p", with_dead_inputs_filled(per_layer(nowag.prune))),
+    "armor": Method("armor", with_dead_inputs_filled(armor.prune_block)),
 }
 
 

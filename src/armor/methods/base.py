@@ -1,8 +1,12 @@
 """What a pruning method consumes (calibration statistics) and produces (a pruned layer)."""
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 
+import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,3 +32,20 @@ class LayerResult:
         if name in extras:
             return extras[name]
         raise AttributeError(f"{type(self).__name__} has no {name!r} (extras: {sorted(extras)})")
+
+
+def fill_dead_inputs(stats: dict[str, LayerStats]) -> dict[str, LayerStats]:
+    """Each layer's h with entries <= 0 (inputs no calibration token used) set to the mean of its positive entries, as
+    the official NoWag and ARMOR code does (1 where none is positive); non-finite h is a ValueError naming the layer."""
+    out = {}
+    for name, layer in stats.items():
+        h = layer.h  # (d_in,)
+        if not bool(torch.isfinite(h).all()):
+            raise ValueError(f"h of layer {name} has NaN or infinite entries")
+        dead = h <= 0
+        if dead.any():
+            fill = h[~dead].mean() if (~dead).any() else torch.ones((), dtype=h.dtype, device=h.device)
+            log.info("%s: %d of %d inputs have h <= 0; set to the mean of the others", name, int(dead.sum()), h.numel())
+            layer = replace(layer, h=torch.where(dead, fill, h))
+        out[name] = layer
+    return out
