@@ -50,20 +50,27 @@ def visible_gpus(device: torch.device) -> range:
     return range(torch.cuda.device_count() if device.type == "cuda" else 0)
 
 
-def sparse_backend(device: torch.device) -> str:
-    """Which library runs PyTorch's 2:4 kernels on this device: cuSPARSELt, CUTLASS, or none (the CPU)."""
+def sparse_backend(device: torch.device) -> tuple[str, str]:
+    """Which library runs PyTorch's 2:4 kernels here (cusparselt, cutlass or none) and, for none, why not."""
     if device.type != "cuda":
-        return "none"
+        return "none", f"no 2:4 kernels on {device.type}"
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return "none", "compute capability below 8.0"
     from torch.sparse import SparseSemiStructuredTensor
 
-    return "cutlass" if SparseSemiStructuredTensor._FORCE_CUTLASS or not torch.backends.cusparselt.is_available() else "cusparselt"
+    if SparseSemiStructuredTensor._FORCE_CUTLASS:
+        return "cutlass", ""
+    if torch.backends.cusparselt.is_available():
+        return "cusparselt", ""
+    return "none", "cuSPARSELt unavailable and CUTLASS not forced: 2:4 layers run dense"
 
 
 def environment(device: torch.device) -> dict[str, str | int]:
     """Device, GPU count, 2:4 backend and library versions, recorded in every benchmark row."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} cpu x{torch.get_num_threads()}"
-    return {"device": device.type, "device_name": name, "gpus": len(visible_gpus(device)),
-            "sparse_backend": sparse_backend(device), "torch": torch.__version__, "transformers": transformers.__version__}
+    backend, reason = sparse_backend(device)
+    return {"device": device.type, "device_name": name, "gpus": len(visible_gpus(device)), "sparse_backend": backend,
+            "sparse_backend_reason": reason, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def synchronize(device: torch.device) -> None:
