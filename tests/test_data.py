@@ -1,6 +1,11 @@
+import json
+import random
+
+import datasets
+import pytest
 import torch
 
-from armor.pipeline.data import SOURCES, calibration_windows, evaluation_windows, source_text
+from armor.pipeline.data import SOURCES, calibration_windows, document_windows, evaluation_windows, source_text
 from armor.pipeline.models import load_tokenizer
 
 
@@ -30,3 +35,36 @@ def test_evaluation_windows_are_consecutive_and_capped(tiny_model_dir):
     assert full.shape[0] == tokens.numel() // 128
     assert torch.equal(full.flatten(), tokens[: full.numel()])
     assert torch.equal(capped, full[:3])
+
+
+def _reference_c4_windows(tok, documents: list[str], nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """The SparseGPT/Wanda C4 loader's loop, written out plainly: module-level random, one document per window."""
+    random.seed(seed)
+    windows = []
+    for _ in range(nsamples):
+        while True:
+            i = random.randint(0, len(documents) - 1)
+            ids = tok(documents[i], return_tensors="pt").input_ids
+            if ids.shape[1] > seqlen:
+                break
+        i = random.randint(0, ids.shape[1] - seqlen - 1)
+        windows.append(ids[:, i : i + seqlen])
+    return torch.cat(windows)
+
+
+def test_document_corpus_windows_lie_inside_one_document_as_the_reference_loader(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir)
+    articles = list(SOURCES["gensim_news"].documents("calibration"))[:40]
+    corpus = tmp_path / "c4-train.00000-of-01024.json"  # the C4 format: one JSON object per line
+    corpus.write_text("".join(json.dumps({"text": a, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.org/{i}"}) + "\n"
+                              for i, a in enumerate(articles)))
+    documents = datasets.load_dataset("json", data_files=str(corpus), split="train")["text"]
+    windows = document_windows(tok, documents, nsamples=12, seqlen=64, seed=3)
+    assert torch.equal(windows, _reference_c4_windows(tok, documents, 12, 64, 3))
+    encoded = [tok(d)["input_ids"] for d in documents]
+    for window in windows.tolist():
+        assert any(len(ids) > 64 and any(ids[s : s + 64] == window for s in range(len(ids) - 64)) for ids in encoded)
+    assert not torch.equal(windows, document_windows(tok, documents, nsamples=12, seqlen=64, seed=4))
+    with pytest.raises(ValueError, match="no document of more than seqlen=100000 tokens"):
+        document_windows(tok, documents, nsamples=1, seqlen=100000, seed=0)
+    assert SOURCES["c4"].pool == 0 and SOURCES["gensim_wiki"].pool is None  # C4 draws inside documents; the offline sources keep their split

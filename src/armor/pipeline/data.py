@@ -2,6 +2,7 @@
 
 import bz2
 import logging
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,14 +20,20 @@ log = logging.getLogger(__name__)
 PARTS = ("calibration", "evaluation")
 EVAL_EVERY = 5  # offline sources: every 5th article is held out for evaluation
 CHARS_PER_CALIBRATION_TOKEN = 20  # calibration text read: at most this many chars per token drawn
+MAX_DRAWS_PER_WINDOW = 1000  # document sources: draws allowed per window before the documents are called too short
 
 
 @dataclass(frozen=True)
 class Source:
-    """A text source: its documents per part and the separator that joins them."""
+    """A text source: its documents per part, the separator that joins them, and how calibration windows are drawn.
+
+    Document corpora (`pool` set) draw each calibration window inside one document longer than the window, as the
+    SparseGPT/Wanda C4 loader does, from the first `pool` documents (0: all); the others cut windows from the joined text.
+    """
 
     documents: Callable[[str], Iterator[str]]
     joiner: str
+    pool: int | None = None
 
 
 def _held_out(articles: Iterator[str], part: str) -> Iterator[str]:
@@ -90,8 +97,8 @@ SOURCES: dict[str, Source] = {
     "gensim_wiki": Source(lambda part: _held_out(_gensim_wiki_articles(), part), "\n\n"),
     "gensim_news": Source(lambda part: _held_out(_gensim_news_articles(), part), "\n\n"),
     "wikitext2": Source(_wikitext2, "\n\n"),
-    "c4": Source(_c4, " "),
-    "slimpajama": Source(_slimpajama, "\n\n"),
+    "c4": Source(_c4, " ", pool=0),  # the whole first train shard, as the reference loader
+    "slimpajama": Source(_slimpajama, "\n\n", pool=20000),  # streamed: the first 20,000 documents
 }
 
 
@@ -114,10 +121,34 @@ def _tokenize(tokenizer: PreTrainedTokenizerBase, text: str) -> Tensor:
     return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.int64)
 
 
+def document_windows(tokenizer: PreTrainedTokenizerBase, documents: list[str], nsamples: int, seqlen: int, seed: int) -> Tensor:
+    """`nsamples` windows of `seqlen` tokens, each inside one document: as the SparseGPT/Wanda C4 loader, draw a
+    document until one has more than `seqlen` tokens, then a start inside it (Python's `random` seeded with `seed`)."""
+    rng = random.Random(seed)
+    windows = []
+    for _ in range(nsamples):
+        for _draw in range(MAX_DRAWS_PER_WINDOW):
+            tokens = _tokenize(tokenizer, documents[rng.randint(0, len(documents) - 1)])
+            if tokens.numel() > seqlen:
+                break
+        else:
+            raise ValueError(f"no document of more than seqlen={seqlen} tokens in {MAX_DRAWS_PER_WINDOW} draws from {len(documents)} documents")
+        start = rng.randint(0, tokens.numel() - seqlen - 1)
+        windows.append(tokens[start : start + seqlen])
+    return torch.stack(windows)  # (nsamples, seqlen)
+
+
 def calibration_windows(
     tokenizer: PreTrainedTokenizerBase, source: str, nsamples: int, seqlen: int, seed: int
 ) -> Tensor:
-    """`nsamples` windows of `seqlen` tokens at seeded random offsets in the calibration text."""
+    """`nsamples` windows of `seqlen` tokens: inside documents for document corpora, else at seeded random offsets in
+    the joined calibration text."""
+    pool = SOURCES[source].pool
+    if pool is not None:
+        documents = SOURCES[source].documents("calibration")
+        documents = list(documents) if pool == 0 else [doc for _, doc in zip(range(pool), documents)]
+        log.info("calibration: %d windows of %d tokens inside documents of %s (%d documents)", nsamples, seqlen, source, len(documents))
+        return document_windows(tokenizer, documents, nsamples, seqlen, seed)
     text = source_text(source, "calibration", max_chars=CHARS_PER_CALIBRATION_TOKEN * nsamples * seqlen)
     tokens = _tokenize(tokenizer, text)
     if tokens.numel() < seqlen:
