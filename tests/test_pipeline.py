@@ -27,7 +27,8 @@ from armor.pipeline.models import (
     load_tokenizer,
     num_blocks,
 )
-from armor.pipeline.prune import FAULT_ENV, prune_chain, prune_part
+from armor.pipeline.faults import FAULT_ENV
+from armor.pipeline.prune import prune_chain, prune_part
 from armor.pipeline.runs import block_tensors
 from armor.sparsity import is_24
 

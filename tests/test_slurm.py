@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from armor.pipeline.prune import DELAY_ENV
+from armor.pipeline.faults import DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK_DELAY_S = 30  # part 0 (3 blocks) needs about 100 s against a first-attempt limit of 1 minute, part 1 (1 block) 40 s

@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from armor.pipeline.assemble import run_metadata
-from armor.pipeline.prune import FAULT_ENV
+from armor.pipeline.faults import FAULT_ENV
 from armor.pipeline.runs import block_tensors
 from armor.sparsity import is_24
 
@@ -188,3 +189,16 @@ def test_dense_equivalent_export_is_a_rule(workflow_dir):
     config = (workflow_dir / target / "config.json").read_text()
     assert '"model_type": "llama"' in config and "auto_map" not in config
     assert (workflow_dir / target / "model.safetensors.index.json").exists() and (workflow_dir / target / "README.md").exists()
+
+
+def test_a_settings_change_reruns_the_jobs_it_determines(workflow_dir, tmp_path):
+    changed = yaml.safe_load(TINY.read_text())
+    changed["armor"]["iterations"] = 21
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workflow_dir), "-n", "--configfile", str(tmp_path / "changed.yaml")]
+    dry = subprocess.run(cmd, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    jobs = re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", dry.stdout, re.S | re.M)
+    params_changed = {rule for rule, body in jobs if "Params have changed since last execution" in body}
+    assert "prune_part" in params_changed and "assemble" in {rule for rule, _ in jobs}
+    assert all("method=armor" in body for rule, body in jobs if rule in ("prune_part", "prune_chain", "assemble"))

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from armor import logs
 from armor.inference.armor_linear import apply_blocks
-from armor.inference.speed import dtype_name, environment, interleaved
+from armor.inference.speed import environment, interleaved
+from armor.pipeline.models import dtype_name
 from armor.reporting.tables import write_csv
 
 WIDTHS = [4096, 11008, 14336]  # Llama-2-7B / Llama-3-8B hidden and MLP widths

@@ -21,7 +21,7 @@ import transformers
 from armor.inference.armor_linear import ArmorLinear
 from armor.inference.packed import load_pruned, packed_bytes
 from armor.optimizer import blockdiag as bd
-from armor.pipeline.models import DTYPES
+from armor.pipeline.models import DTYPES, dtype_name
 from armor.sparsity import mask_24
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,6 @@ def timing_dtype(name: str, device: torch.device, cpu: str = "auto") -> torch.dt
     fp16 matmuls are no fast path."""
     chosen = name if device.type == "cuda" else cpu
     return chosen if chosen == "auto" else DTYPES[chosen]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """A dtype as benchmark rows record it, e.g. float16."""
-    return str(dtype).removeprefix("torch.")
 
 
 def visible_gpus(device: torch.device) -> range:

@@ -17,7 +17,10 @@ from safetensors import safe_open
 from armor.optimizer.blockdiag import block_params
 from armor.pipeline.blocks import WeightFiles, block_linears, decoder_layers, layers_path, skeleton
 from armor.pipeline.checkpoint import atomic_dir, atomic_write_json, atomic_write_text, read_meta, verify
-from armor.pipeline.prune import BLOCK_FILE
+from armor.pipeline.faults import after_block
+from armor.pipeline.fingerprint import changed, digest
+from armor.pipeline.models import dtype_name
+from armor.pipeline.prune import BLOCK_FILE, run_settings
 from armor.sparsity import zero_count
 
 log = logging.getLogger(__name__)
@@ -78,19 +81,28 @@ def assemble(
     records: list[dict[str, Any]] = []
     trace: list[list[Any]] = []
     weight_map: dict[str, str] = {}
+    fingerprints: list[str] = []
     seconds = 0.0
+    expected = run_settings(model_dir, dtype_name(dtype), method, options)
     with atomic_dir(pruned_dir) as tmp:
         for number, file in enumerate(files, 1):
             verify(file)
             shard = SHARD.format(number, len(files))
             _link(file, tmp / shard)
             meta = read_meta(file)
+            made_with = {key: meta.get("settings", {}).get(key) for key in expected}
+            if made_with != expected:
+                raise ValueError(f"{file} was pruned with other settings than this run's ({'; '.join(changed(made_with, expected))})")
+            fingerprints.append(meta["fingerprint"])
             records += meta["layers"]
             seconds += meta["seconds"]
             trace += _trace_rows(file)
             with safe_open(file, framework="pt") as f:
                 weight_map |= {key: shard for key in f.keys()}
-        index_meta = {"format": "armor-run", "method": method, "calibration_mode": mode, "blocks": n_blocks, "options": options}
+            after_block("assemble", number, number - 1)
+        fingerprint = digest({"run": expected, "mode": mode, "blocks": fingerprints})
+        index_meta = {"format": "armor-run", "method": method, "calibration_mode": mode, "blocks": n_blocks, "options": options,
+                      "fingerprint": fingerprint}
         atomic_write_json(tmp / INDEX, {"metadata": index_meta, "weight_map": weight_map})
     if method == "dense":
         records = list(_dense_records(model_dir, dtype))
@@ -106,6 +118,7 @@ def assemble(
         "calibration_mode": mode if method != "dense" else "none",
         "blocks": n_blocks,
         "layers": len(records),
+        "fingerprint": fingerprint,
     }
     if method == "armor":
         summary |= {key: sum(r[key] for r in records) for key in ("guard_rejected", "guard_skipped")}

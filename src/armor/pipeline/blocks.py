@@ -54,10 +54,17 @@ class WeightFiles:
         if index.exists():
             self.where = {name: self.folder / file for name, file in json.loads(index.read_text())["weight_map"].items()}
         elif (self.folder / "model.safetensors").exists():
-            with safe_open(self.folder / "model.safetensors", framework="pt") as f:
+            with self._open(self.folder / "model.safetensors", "cpu") as f:
                 self.where = {name: self.folder / "model.safetensors" for name in f.keys()}
         else:
             raise FileNotFoundError(f"{self.folder} holds no model.safetensors or model.safetensors.index.json")
+
+    def _open(self, file: Path, device: str) -> Any:
+        """safe_open of one weight file; a damaged file is a ValueError naming it."""
+        try:
+            return safe_open(file, framework="pt", device=device)
+        except Exception as err:  # safetensors raises its own error type for a truncated or garbled file
+            raise ValueError(f"{file} is not a readable safetensors file ({err}); delete {self.folder} and fetch the model again") from err
 
     def __contains__(self, name: str) -> bool:
         """Whether a tensor of that name is stored."""
@@ -77,7 +84,7 @@ class WeightFiles:
             by_file.setdefault(self.where[name], []).append(name)
         out = {}
         for file, file_names in by_file.items():
-            with safe_open(file, framework="pt", device=str(device)) as f:
+            with self._open(file, str(device)) as f:
                 for name in file_names:
                     tensor = f.get_tensor(name)
                     out[name] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor

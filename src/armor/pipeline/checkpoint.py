@@ -18,7 +18,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """The SHA-256 hex digest of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -36,8 +36,14 @@ def default_mode(directory: bool = False) -> int:
 
 @contextmanager
 def atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """A temporary folder beside out_dir that replaces out_dir only if the block finishes without error."""
+    """A temporary folder beside out_dir that replaces out_dir only if the block finishes without error.
+
+    Temporary folders a killed writer of out_dir left behind are removed first.
+    """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):
+        log.info("removing %s, left by a killed writer", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
         yield tmp
@@ -77,9 +83,12 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | 
     try:
         contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(contiguous, tmp, metadata={"meta": json.dumps(meta or {})})
-        digest = _sha256(Path(tmp))
+        digest = file_sha256(Path(tmp))
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
+    except OSError as err:
+        os.unlink(tmp)
+        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); files written before it are intact") from err
     except BaseException:
         os.unlink(tmp)
         raise
@@ -89,7 +98,7 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | 
 def verify(path: Path) -> None:
     """Check a file saved by `save_tensors` against its checksum sidecar; ValueError if it fails."""
     sidecar = path.with_name(path.name + ".sha256")
-    if not sidecar.exists() or sidecar.read_text().strip() != _sha256(path):
+    if not sidecar.exists() or sidecar.read_text().strip() != file_sha256(path):
         raise ValueError(f"checksum mismatch or missing checksum for {path}")
 
 

@@ -13,10 +13,16 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from armor.pipeline.checkpoint import atomic_dir
+from armor.pipeline.fingerprint import write_model_identity
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype as benchmark rows record it, e.g. float16."""
+    return str(dtype).removeprefix("torch.")
 
 
 HUB_TIMEOUT_S = 20
@@ -154,6 +160,7 @@ def fetch_model(spec: dict[str, Any], out_dir: Path) -> None:
     log.info("fetching model (%s source)", spec["source"])
     with atomic_dir(out_dir) as tmp:
         SOURCES[spec["source"]](spec, tmp, key)
+        write_model_identity(tmp)
         config = AutoConfig.from_pretrained(tmp, local_files_only=True)
         layers = getattr(config, "num_hidden_layers", None)
         if spec.get("num_layers") is not None and layers != spec["num_layers"]:

@@ -5,10 +5,9 @@ weights (parts run as separate jobs). Sequential calibration: the whole chain in
 the outputs of the pruned blocks before it.
 """
 
+import json
 import logging
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,11 @@ from torch import Tensor
 from armor.methods import Method, get_method
 from armor.methods.base import LayerStats
 from armor.pipeline.blocks import BlockRunner, WeightFiles, block_linears, decoder_layers, layers_path, skeleton
-from armor.pipeline.calibration import load_stats
-from armor.pipeline.checkpoint import atomic_dir, load_if_valid, move_tensors, save_tensors
+from armor.pipeline.calibration import load_stats, stats_fingerprint
+from armor.pipeline.checkpoint import atomic_dir, move_tensors, save_tensors
 from armor.pipeline.cpu import keep_freed_memory
+from armor.pipeline.faults import after_block
+from armor.pipeline.fingerprint import FORMAT_VERSION, Resumption, fingerprinted, model_identity, tensor_digest
 from armor.pipeline.models import DTYPES
 from armor.pipeline.stats import StatsCollector
 from armor.proxy_loss import relative_loss
@@ -29,8 +30,6 @@ from armor.sparsity import zero_count
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "ARMOR_FAULT_AFTER_BLOCKS"  # testing aid: SIGKILL this process after N newly pruned blocks
-DELAY_ENV = "ARMOR_DELAY_PER_BLOCK"  # testing aid: sleep this many seconds after each newly pruned block (time-limit tests)
 BLOCK_FILE = "block_{:04d}.safetensors"
 
 
@@ -62,16 +61,11 @@ def prune_linears(
     return tensors, records
 
 
-def _after_block(newly_pruned: int, index: int) -> None:
-    """The testing aids: a pause after each newly pruned block, and a SIGKILL after N of them."""
-    delay = float(os.environ.get(DELAY_ENV, "0"))
-    if delay:
-        log.warning("%s=%g: sleeping after block %d", DELAY_ENV, delay, index)
-        time.sleep(delay)
-    fault_after = int(os.environ.get(FAULT_ENV, "0"))
-    if fault_after and newly_pruned >= fault_after:
-        log.warning("%s=%d: killing this process after block %d", FAULT_ENV, fault_after, index)
-        os.kill(os.getpid(), signal.SIGKILL)
+def run_settings(model_dir: Path, dtype: str, method_name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What determines every pruned block of a run, besides its input statistics: the fingerprint's common part, as
+    JSON reads it back (tuples as lists)."""
+    return json.loads(json.dumps({"format": FORMAT_VERSION, "artefact": "pruned block", "model": model_identity(model_dir),
+                                  "dtype": dtype, "method": method_name, "options": options}))
 
 
 def _publish(blocks: list[int], work_dir: Path, out_dir: Path) -> None:
@@ -91,10 +85,13 @@ def prune_part(
     method = get_method(method_name)
     model, files = skeleton(model_dir, DTYPES[dtype]), WeightFiles(model_dir)
     layers, path = decoder_layers(model), layers_path(model)
+    run = run_settings(model_dir, dtype, method_name, options)
+    resumption = Resumption(f"{method_name} part {blocks[0]}-{blocks[-1]}")
     newly_pruned = 0
     for count, index in enumerate(blocks, 1):
         target = block_path(work_dir, index)
-        if load_if_valid(target) is not None:
+        settings = run | {"statistics": stats_fingerprint(calibration_dir, index), "block": index}
+        if resumption.load(target, settings) is not None:
             log.info("block %d (%d/%d of this part) resumed from checkpoint", index, count, len(blocks))
             continue
         start = time.perf_counter()
@@ -104,12 +101,13 @@ def prune_part(
         weights = {n: loaded[f"{prefix}{n}.weight"] for n in names}
         tensors, records = prune_linears(method, weights, load_stats(calibration_dir, index, device), options, index, prefix, DTYPES[dtype])
         seconds = time.perf_counter() - start
-        save_tensors(target, tensors, {"block": index, "seconds": seconds, "layers": records})
+        save_tensors(target, tensors, fingerprinted(settings, {"block": index, "seconds": seconds, "layers": records}))
         newly_pruned += 1
         mean = sum(r["proxy_loss"] for r in records) / len(records)
         log.info("block %d (%d/%d of this part) pruned in %.1fs; mean proxy loss %.4f", index, count, len(blocks), seconds, mean)
         del loaded, weights, tensors
-        _after_block(newly_pruned, index)
+        after_block("prune", newly_pruned, index)
+    resumption.report()
     _publish(blocks, work_dir, out_dir)
 
 
@@ -122,6 +120,8 @@ def prune_chain(
     method = get_method(method_name)
     runner = BlockRunner(model_dir, DTYPES[dtype], windows, device, batch_size)
     hidden = runner.hidden
+    run = run_settings(model_dir, dtype, method_name, options) | {"windows": tensor_digest(windows)}
+    resumption = Resumption(f"{method_name} chain")
     newly_pruned = 0
     for index in range(len(runner)):
         start = time.perf_counter()
@@ -129,13 +129,14 @@ def prune_chain(
         linears = block_linears(block)
         prefix = f"{runner.prefix}.{index}."
         target = block_path(work_dir, index)
-        saved = load_if_valid(target)
+        settings = run | {"block": index}
+        saved = resumption.load(target, settings)
         if saved is None:
             with StatsCollector(linears, hessian=method.needs_hessian) as collector:
                 runner.run(index, block, hidden)
             weights = {name: lin.weight.detach().float() for name, lin in linears.items()}  # explicit fp32 for the solvers
             tensors, records = prune_linears(method, weights, collector.stats(prefix), options, index, prefix, DTYPES[dtype])
-            save_tensors(target, tensors, {"block": index, "seconds": time.perf_counter() - start, "layers": records})
+            save_tensors(target, tensors, fingerprinted(settings, {"block": index, "seconds": time.perf_counter() - start, "layers": records}))
             newly_pruned += 1
         else:
             tensors = saved[0]
@@ -147,5 +148,6 @@ def prune_chain(
         log.info("block %d/%d %s (%.1fs)", index + 1, len(runner), "resumed from checkpoint" if saved else "pruned", time.perf_counter() - start)
         del tensors
         if saved is None:
-            _after_block(newly_pruned, index)
+            after_block("prune", newly_pruned, index)
+    resumption.report()
     _publish(list(range(len(runner))), work_dir, out_dir)
