@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: demo speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
+.PHONY: demo readme-tables speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ DEMO_THREADS := prune_part=1 prune_chain=1 perplexity=1 snapshot_perplexity=1 lm
 demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method: all tables, figures and results/report.html
 	$(SNAKEMAKE) --configfile config/demo.yaml --set-threads $(DEMO_THREADS)
 	$(SNAKEMAKE) --configfile config/demo.yaml --report results/report.html
+	$(BIN)/python -m armor.reporting.readme README.md results/tables
+
+readme-tables: $(STAMP)  ## write the last run's main, blocksize and downstream tables into README.md
+	$(BIN)/python -m armor.reporting.readme README.md results/tables
 
 speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer_speed.csv
 	$(SNAKEMAKE) results/tables/speed.csv results/tables/layer_speed.csv --configfile config/demo.yaml

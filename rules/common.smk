@@ -66,7 +66,7 @@ def perplexity_gpus(wildcards):
 
 PRUNE_BASE_GB = 2  # interpreter, torch, the skeleton model
 # Host bytes per parameter of the block in hand: with a GPU, the fp32 weights read and the results written (the
-# solver state stays on the GPU); on the CPU also ARMOR's state (measured: about 75, README: On a SLURM cluster).
+# solver state stays on the GPU); on the CPU also ARMOR's state (measured: about 75, docs/workflow.md: Memory).
 PRUNE_BYTES_PER_PARAM = {"gpu": 24, "cpu": 96}
 
 

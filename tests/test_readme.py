@@ -1,0 +1,38 @@
+"""README.md stays short and its demo tables are generated from results/tables/, never copied by hand."""
+
+from pathlib import Path
+
+import pytest
+
+from armor.reporting.readme import fill, table_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_is_at_most_150_lines_and_starts_with_the_two_commands():
+    lines = README.splitlines()
+    assert len(lines) <= 150
+    assert lines[3].startswith("make demo") and lines[4].startswith("make test")
+
+
+def test_readme_links_only_to_docs_that_exist():
+    for link in [part.split(")")[0] for part in README.split("](")[1:]]:
+        assert (ROOT / link.split("#")[0]).exists(), link
+
+
+@pytest.mark.parametrize("name", ["main", "blocksize", "downstream"])
+def test_readme_table_is_the_last_demos_table(name):
+    assert name in table_blocks(README)
+    table = ROOT / "results" / "tables" / f"{name}.md"
+    if not table.is_file():
+        pytest.skip(f"no {table.relative_to(ROOT)}: run make demo")
+    assert table_blocks(README)[name].rstrip("\n") == table.read_text().rstrip("\n")
+
+
+def test_fill_writes_tables_that_exist_and_keeps_the_others(tmp_path):
+    (tmp_path / "main.md").write_text("| a |\n|---|\n| 1 |\n")
+    text = "x\n<!-- table:main -->\nold\n<!-- /table:main -->\n<!-- table:speed -->\nkept\n<!-- /table:speed -->\ny\n"
+    filled, missing = fill(text, tmp_path)
+    assert filled == "x\n<!-- table:main -->\n| a |\n|---|\n| 1 |\n<!-- /table:main -->\n<!-- table:speed -->\nkept\n<!-- /table:speed -->\ny\n"
+    assert missing == ["speed"] and fill(filled, tmp_path)[0] == filled
