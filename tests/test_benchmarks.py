@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import torch
 
-from armor.bench.convergence import SOLVERS, summary, time_to_target
+from armor.bench.convergence import solvers, summary, time_to_target
 
 
 def _run(module: str, *args: str) -> None:
@@ -29,10 +29,10 @@ def test_time_to_target_gives_every_solver_a_row_against_adams_loss():
     g = torch.Generator().manual_seed(0)
     w, h = torch.randn(24, 40, generator=g), torch.rand(40, generator=g) + 0.1
     part = {"part": "random", "block": 0, "linear": "w", "block_size": 8, "threads": 1}
-    curves = pd.DataFrame(time_to_target(w, h, part, iterations=40, cap=5.0))
+    curves = pd.DataFrame(time_to_target(w, h, part, iterations=40, cap=5.0, lr=1e-3))
     table = summary(curves).set_index("solver")
-    assert list(table.index) == list(SOLVERS)
-    adam = table.loc["adam lr=1e-3"]
+    assert list(table.index) == list(solvers(1e-3)) == ["adam lr=0.001", "sweep", "exact"]
+    adam = table.loc["adam lr=0.001"]
     assert adam["iterations_to_target"] == 40 and adam["ratio_to_adam"] == 1.0
     sweep = table.loc["sweep"]  # reached Adam's loss, so its curve stopped there
     assert sweep["final_loss"] <= sweep["target"] and sweep["seconds_to_target"] == sweep["final_seconds"]

@@ -7,7 +7,8 @@ rate) for 3,000 iterations sets the target loss; every other solver runs until i
 Writes results/benchmarks/armor_convergence.csv (loss against time), armor_time_to_target.csv and .md (a row per
 linear and solver: seconds to the target and the ratio to Adam's) and results/figures/armor_convergence.{pdf,png}.
 
-Run `python -m armor.bench.convergence [--block-sizes 16 64] [--threads 1 2] [--iterations 3000] [--cap 1.0]`.
+Run `python -m armor.bench.convergence [--block-sizes 16 64] [--threads 1 2] [--iterations 3000] [--cap 1.0] [--lr 1e-3]
+[--linears 0.self_attn.q_proj ...]`; `--lr 1e-4 --iterations 20000` sets the target at the paper's own setting.
 """
 
 import argparse
@@ -101,14 +102,16 @@ def trajectory(run: Run, label: str, part: str, iterations: int | None = None, s
             return rows
 
 
-SOLVERS = {"adam lr=1e-3": {"solver": "adam", "lr": 1e-3}, "sweep": {"solver": "sweep"}, "exact": {"solver": "exact"}}
+def solvers(lr: float) -> dict[str, dict]:
+    """The solvers compared, Adam (the reference, at learning rate `lr`) first."""
+    return {f"adam lr={lr:g}": {"solver": "adam", "lr": lr}, "sweep": {"solver": "sweep"}, "exact": {"solver": "exact"}}
 
 
-def time_to_target(weights: torch.Tensor, h: torch.Tensor, part: dict, iterations: int, cap: float) -> list[dict]:
-    """Adam (lr 1e-3) for `iterations`, then every other solver to its loss or `cap` x its time, for one linear."""
+def time_to_target(weights: torch.Tensor, h: torch.Tensor, part: dict, iterations: int, cap: float, lr: float = 1e-3) -> list[dict]:
+    """Adam (at `lr`) for `iterations`, then every other solver to its loss or `cap` x its time, for one linear."""
     rows = []
     target = seconds = None
-    for label, settings in SOLVERS.items():
+    for label, settings in solvers(lr).items():
         run = Run({"w": weights}, {"w": h}, Options(block_size=part["block_size"], **settings))
         if target is None:
             curve = trajectory(run, label, part["part"], iterations=iterations)
@@ -139,11 +142,14 @@ def summary(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def measure(block_sizes: list[int], threads: list[int], iterations: int, cap: float, out: Path) -> pd.DataFrame:
-    """Every solver on block 0's q_proj and each of block 15's linears, per thread count and block size."""
+def measure(block_sizes: list[int], threads: list[int], iterations: int, cap: float, out: Path, lr: float = 1e-3,
+            only: list[str] | None = None) -> pd.DataFrame:
+    """Every solver on block 0's q_proj and each of block 15's linears (or the `only` ones, as block.name), per thread
+    count and block size."""
     with tempfile.TemporaryDirectory() as tmp:
         stats = block_statistics(Path(tmp), (0, BLOCK))
     linears = [(0, "self_attn.q_proj")] + [(BLOCK, name) for name in stats[BLOCK][0]]
+    linears = [(block, name) for block, name in linears if only is None or f"{block}.{name}" in only]
     rows = []
     for n_threads in threads:
         torch.set_num_threads(n_threads)
@@ -151,7 +157,7 @@ def measure(block_sizes: list[int], threads: list[int], iterations: int, cap: fl
             for block, name in linears:
                 part = {"part": f"block {block} {name}, b={b}, {n_threads} thread(s)", "block": block, "linear": name, "block_size": b, "threads": n_threads}
                 w, h = stats[block]
-                rows += time_to_target(w[name], h[name], part, iterations, cap)
+                rows += time_to_target(w[name], h[name], part, iterations, cap, lr)
                 write_csv(pd.DataFrame(rows), out)  # a partial table survives an interrupted run
     return pd.DataFrame(rows)
 
@@ -176,6 +182,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--iterations", type=int, default=ADAM_ITERATIONS, help="Adam's iterations, which set the target loss")
     parser.add_argument("--cap", type=float, default=1.0, help="other solvers stop at this multiple of Adam's time")
+    parser.add_argument("--lr", type=float, default=1e-3, help="the reference Adam's learning rate (the paper's: 1e-4)")
+    parser.add_argument("--linears", nargs="+", help="only these linears, as block.name (e.g. 0.self_attn.q_proj)")
     parser.add_argument("--from-csv", type=Path, nargs="+", help="measure nothing: summarise these curve CSVs (e.g. runs split by block size)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_convergence.csv"))
     parser.add_argument("--figure", type=Path, default=Path("results/figures/armor_convergence"))
@@ -186,7 +194,7 @@ def main() -> None:
         curves = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
         write_csv(curves, args.out)
     else:
-        curves = measure(args.block_sizes, args.threads, args.iterations, args.cap, args.out)
+        curves = measure(args.block_sizes, args.threads, args.iterations, args.cap, args.out, args.lr, args.linears)
     table = summary(curves)
     write_csv(table, args.out.with_name("armor_time_to_target.csv"))
     atomic_write_text(args.out.with_name("armor_time_to_target.md"), to_markdown(summary_layout(table)))
