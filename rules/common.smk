@@ -5,10 +5,13 @@ from pathlib import Path
 from armor.config import validate
 from armor.methods import METHODS
 from armor.pipeline.models import num_blocks
+from armor.reporting.provenance import code_state
 
 validate(config)
 
 ENV = "../envs/armor.yaml"
+# the git commit, dirty flag and config hash: the provenance rule's params, so it reruns when any of them changes
+CODE_STATE = code_state(Path(workflow.basedir), config)
 CONTAINER = f"{workflow.basedir}/containers/armor.sif"  # apptainer build containers/armor.sif containers/armor.def
 
 

@@ -100,9 +100,33 @@ rule iterations_table:
         "../scripts/tables/iterations_table.py"
 
 
+rule provenance:
+    output:
+        report(
+            "results/provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+        ),
+    log:
+        "results/logs/tables/provenance.log",
+    benchmark:
+        "results/benchmarks/tables/provenance.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime(10),
+    params:
+        state=CODE_STATE,
+        device=config["device"],
+    script:
+        "../scripts/tables/provenance.py"
+
+
 rule render_table:
     input:
-        "results/tables/{table}.csv",
+        table="results/tables/{table}.csv",
+        provenance="results/provenance.json",
     output:
         markdown="results/tables/{table}.md",
         latex="results/tables/{table}.tex",

@@ -1,5 +1,6 @@
 """The whole DAG on the tiny random Llama, through the real Snakemake."""
 
+import json
 import os
 import re
 import shutil
@@ -202,3 +203,13 @@ def test_a_settings_change_reruns_the_jobs_it_determines(workflow_dir, tmp_path)
     params_changed = {rule for rule, body in jobs if "Params have changed since last execution" in body}
     assert "prune_part" in params_changed and "assemble" in {rule for rule, _ in jobs}
     assert all("method=armor" in body for rule, body in jobs if rule in ("prune_part", "prune_chain", "assemble"))
+
+
+def test_every_rendered_table_names_the_commit_and_config_it_came_from(workflow_dir):
+    record = json.loads((workflow_dir / "results/provenance.json").read_text())
+    assert record["commit"] != "" and len(record["config_hash"]) == 16 and record["image"] == "host"
+    rendered = sorted((workflow_dir / "results/tables").glob("*.md")) + sorted((workflow_dir / "results/tables").glob("*.tex"))
+    assert len(rendered) == 2 * 5
+    for path in rendered:
+        text = path.read_text()
+        assert f"commit {record['commit'][:12]}" in text and f"config {record['config_hash']}" in text, path.name

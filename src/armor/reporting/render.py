@@ -112,24 +112,25 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def to_latex(shown: pd.DataFrame, caption: str) -> str:
-    """A booktabs LaTeX table of string cells, first column left-aligned and the rest right-aligned."""
+def to_latex(shown: pd.DataFrame, caption: str, note: str = "") -> str:
+    """A booktabs LaTeX table of string cells, first column left-aligned and the rest right-aligned; `note` below it."""
     spec = "l" * 2 + "r" * (len(shown.columns) - 2) if shown.columns[0] == "Model" else "l" + "r" * (len(shown.columns) - 1)
     body = [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in shown.astype(str).itertuples(index=False)]
     return "\n".join(
         [
             r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(caption)}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
             " & ".join(_latex_escape(c) for c in shown.columns) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
-            r"\end{table}", "",
+            *([rf"\par\footnotesize {_latex_escape(note)}"] if note else []), r"\end{table}", "",
         ]
     )
 
 
-def render(name: str, csv: Path, markdown: Path, latex: Path) -> pd.DataFrame:
-    """Render one table CSV in its paper layout to Markdown and LaTeX files; returns the displayed frame."""
+def render(name: str, csv: Path, markdown: Path, latex: Path, note: str = "") -> pd.DataFrame:
+    """Render one table CSV in its paper layout to Markdown and LaTeX files, with `note` (its provenance) under the
+    table; returns the displayed frame."""
     layout = LAYOUTS[name]
     shown = layout(pd.read_csv(csv))
     caption = " ".join((layout.__doc__ or name).split())
-    atomic_write_text(markdown, f"{caption}\n\n{to_markdown(shown)}")
-    atomic_write_text(latex, to_latex(shown, caption))
+    atomic_write_text(markdown, f"{caption}\n\n{to_markdown(shown)}" + (f"\n{note}\n" if note else ""))
+    atomic_write_text(latex, to_latex(shown, caption, note))
     return shown

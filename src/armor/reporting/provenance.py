@@ -1,0 +1,58 @@
+"""What produced a workflow's results: the code's git commit (and whether it had uncommitted changes), the effective
+config's hash, the library versions, the device and the container image. Written to results/provenance.json and
+footnoted under every rendered table."""
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from armor.inference.speed import environment
+from armor.pipeline.checkpoint import atomic_write_json
+from armor.pipeline.fingerprint import digest
+
+IMAGE_ENV = "ARMOR_IMAGE_DIGEST"  # set by the container image to its own digest; "host" where it is absent
+LIBRARIES = ("torch", "transformers", "lm_eval", "snakemake")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """A git command's output in `root`, or None where git or the repository is missing."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_state(root: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The commit of the code in `root` ("unknown" outside git), whether tracked files differ from it, and the config hash."""
+    commit = _git(root, "rev-parse", "HEAD")
+    changes = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit or "unknown", "dirty": bool(changes) if commit else None, "config_hash": digest(config)}
+
+
+def _version(library: str) -> str:
+    """An installed library's version, or "missing"."""
+    try:
+        return importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def write_provenance(path: Path, state: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Write results/provenance.json: the code state, library versions, Python, device and image; returns it."""
+    record = {**state, **{library: _version(library) for library in LIBRARIES}, "python": platform.python_version(),
+              "device": environment(device)["device_name"], "image": os.environ.get(IMAGE_ENV, "host")}
+    atomic_write_json(path, record)
+    return record
+
+
+def footnote(record: dict[str, Any]) -> str:
+    """One line naming what produced a table: commit (dirty), config hash, versions, device, image."""
+    commit = record["commit"][:12] + (" (uncommitted changes)" if record["dirty"] else "")
+    return (f"Provenance: commit {commit}, config {record['config_hash']}, torch {record['torch']}, transformers "
+            f"{record['transformers']}, lm-eval {record['lm_eval']}, {record['device']}, image {record['image']}.")
