@@ -1,11 +1,13 @@
 """Tables rendered in the paper's layouts, and figures drawn from CSVs alone."""
 
+import json
+
 import pandas as pd
 import pytest
 
 from armor.reporting.figures import blocksize_figure, iterations_figure, pareto_figure
-from armor.reporting.render import render, to_latex, to_markdown
-from armor.reporting.tables import blocksize_table, iterations_table, relative_ppl
+from armor.reporting.render import downstream_layout, render, to_latex, to_markdown
+from armor.reporting.tables import blocksize_table, downstream_table, iterations_table, relative_ppl
 
 MAIN = pd.DataFrame(
     {
@@ -71,3 +73,15 @@ def test_figures_are_drawn_from_tables(tmp_path):
     for name in ["it", "bs", "p"]:
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000 and (tmp_path / f"{name}.pdf").read_bytes().startswith(b"%PDF")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+
+
+def test_downstream_table_carries_lm_evals_standard_errors(tmp_path):
+    runs = [{"model": "m", "method": "dense", "block_size": 0}, {"model": "m", "method": "armor", "block_size": 16}]
+    for i, run in enumerate(runs):
+        (tmp_path / f"{i}.json").write_text(json.dumps({"a": {"score": 0.5, "stderr": 0.05}, "b": {"score": 0.7 + 0.1 * i, "stderr": 0.04}}))
+    table = downstream_table(runs, [tmp_path / "0.json", tmp_path / "1.json"])
+    assert list(table.columns) == ["model", "method", "block_size", "a", "b", "mean", "a_stderr", "b_stderr", "mean_stderr"]
+    assert table["mean_stderr"].tolist() == pytest.approx([(0.05**2 + 0.04**2) ** 0.5 / 2] * 2)
+    shown = downstream_layout(table)
+    assert list(shown.columns) == ["Model", "Method", "a", "b", "Mean"]
+    assert shown.iloc[1].tolist() == ["m", "ARMOR (b=16)", "50.00 ± 5.0", "80.00 ± 4.0", "65.00 ± 3.2"]

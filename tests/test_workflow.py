@@ -128,7 +128,8 @@ def test_build_and_speed_tables(workflow_dir):
 
 def test_downstream_table_scores_every_run(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/downstream.csv")
-    assert list(table.columns) == ["model", "method", "block_size", "analogy", "news_cloze", "mean"]
+    assert list(table.columns) == ["model", "method", "block_size", "analogy", "news_cloze", "mean", "analogy_stderr", "news_cloze_stderr", "mean_stderr"]
+    assert (table[["analogy_stderr", "news_cloze_stderr", "mean_stderr"]] >= 0).all().all()  # lm-eval's, carried over (NaN fails)
     assert table["method"].tolist() == METHODS
     assert table[["analogy", "news_cloze"]].isin([i / 8 for i in range(9)]).all().all()  # 8 items per task
     assert table["mean"].tolist() == pytest.approx(table[["analogy", "news_cloze"]].mean(axis=1).tolist())

@@ -43,11 +43,17 @@ def main_layout(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def downstream_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy in % (higher is better): one row per model and method, one column per task and the mean."""
+    """Accuracy in % ± lm-eval's standard error (higher is better): one row per model and method, one column per task
+    and the mean."""
     table = _by_method(table)
-    tasks = [c for c in table.columns if c not in ("model", "method", "block_size", "Method")]
-    shown = table[["model", "Method", *tasks]].rename(columns={"model": "Model", "mean": "Mean"})
-    return shown.map(lambda v: _fmt(100 * v, 2) if isinstance(v, float) else str(v))
+    tasks = [c for c in table.columns if c not in ("model", "method", "block_size", "Method") and not c.endswith("_stderr")]
+    shown = table[["model", "Method"]].rename(columns={"model": "Model"})
+    for task in tasks:
+        errors = table[f"{task}_stderr"] if f"{task}_stderr" in table else pd.Series(float("nan"), index=table.index)
+        shown["Mean" if task == "mean" else task] = [
+            _fmt(100 * v, 2) + ("" if pd.isna(e) else f" ± {100 * e:.1f}") for v, e in zip(table[task], errors, strict=True)
+        ]
+    return shown.astype(str)
 
 
 def blocksize_layout(table: pd.DataFrame) -> pd.DataFrame:

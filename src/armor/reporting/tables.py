@@ -1,6 +1,7 @@
 """Collect per-run results into the workflow's tables."""
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -27,11 +28,15 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def downstream_table(runs: list[dict[str, str | int]], scores: list[Path]) -> pd.DataFrame:
-    """One row per run: each task's score (a fraction) and their unweighted mean."""
+    """One row per run: each task's score (a fraction) and their unweighted mean, then lm-eval's standard error of
+    each (`<task>_stderr`; the mean's from the tasks' as independent estimates)."""
     rows = []
     for run, path in zip(runs, scores, strict=True):
-        tasks = {task: s["score"] for task, s in json.loads(Path(path).read_text()).items()}
-        rows.append({**run, **tasks, "mean": sum(tasks.values()) / len(tasks)})
+        results = json.loads(Path(path).read_text())
+        tasks = {task: s["score"] for task, s in results.items()}
+        errors = {f"{task}_stderr": s["stderr"] for task, s in results.items()}
+        mean_stderr = math.sqrt(sum(e * e for e in errors.values())) / len(errors)
+        rows.append({**run, **tasks, "mean": sum(tasks.values()) / len(tasks), **errors, "mean_stderr": mean_stderr})
     return pd.DataFrame(rows)
 
 
