@@ -4,7 +4,8 @@ rule perplexity:
         pruned="results/runs/{model}/{method}/b{block_size}/pruned",
         windows=evaluation_inputs,
     output:
-        "results/runs/{model}/{method}/b{block_size}/perplexity.json",
+        ppl="results/runs/{model}/{method}/b{block_size}/perplexity.json",
+        windows="results/runs/{model}/{method}/b{block_size}/window_nll.json",
     log:
         "results/logs/perplexity/{model}/{method}/b{block_size}.log",
     benchmark:

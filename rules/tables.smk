@@ -2,6 +2,7 @@ rule main_table:
     input:
         summaries=run_files("summary.json"),
         perplexities=run_files("perplexity.json"),
+        window_nll=run_files("window_nll.json"),
     output:
         report(
             "results/tables/main.csv",

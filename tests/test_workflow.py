@@ -40,7 +40,11 @@ def workflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_main_table_has_a_row_per_method(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/main.csv")
-    assert list(table.columns) == ["model", "method", "block_size", "ppl_news", "proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]
+    assert list(table.columns) == ["model", "method", "block_size", "ppl_news", "proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode",
+                                   "ci_lo_news", "ci_hi_news", "best_news", "vs_best_lo_news", "vs_best_hi_news"]
+    assert ((table["ci_lo_news"] < table["ppl_news"]) & (table["ppl_news"] < table["ci_hi_news"])).all()
+    windows = json.loads((workflow_dir / "results/runs/tiny-llama/armor/b16/window_nll.json").read_text())["news"]
+    assert len(windows["nll"]) == 4 and windows["tokens_per_window"] == 63  # max_windows 4 of seqlen 64
     assert table["method"].tolist() == METHODS
     assert table["block_size"].tolist() == [0, 0, 0, 0, 0, 16]
     assert (table["model"] == "tiny-llama").all()

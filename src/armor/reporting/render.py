@@ -34,12 +34,18 @@ def _fmt(value: object, digits: int) -> str:
 
 
 def main_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """Perplexity (lower is better): one row per method, one column per model and evaluation set."""
+    """Perplexity (lower is better) with its bootstrap 95 % interval over evaluation windows: one row per method, one
+    column per model and evaluation set."""
     table = _by_method(table)
     sets = [c for c in table.columns if c.startswith("ppl_")]
-    wide = table.pivot_table(index="Method", columns="model", values=sets, sort=False)
+    cells = table[["Method", "model"]].copy()
+    for col in sets:
+        name = col.removeprefix("ppl_")
+        bounds = zip(table.get(f"ci_lo_{name}", table[col] * float("nan")), table.get(f"ci_hi_{name}", table[col] * float("nan")), strict=True)
+        cells[col] = [_fmt(v, 2) + ("" if pd.isna(lo) else f" ({_fmt(lo, 2)}–{_fmt(hi, 2)})") for v, (lo, hi) in zip(table[col], bounds, strict=True)]
+    wide = cells.pivot_table(index="Method", columns="model", values=sets, aggfunc="first", sort=False)
     wide.columns = [f"{model} {col.removeprefix('ppl_')}" for col, model in wide.columns]
-    return wide.reset_index().map(lambda v: _fmt(v, 2))
+    return wide.reset_index().astype(str)
 
 
 def downstream_layout(table: pd.DataFrame) -> pd.DataFrame:

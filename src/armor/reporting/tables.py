@@ -5,21 +5,51 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from armor.evaluation.intervals import interval, resampled_ppl, resamples
 from armor.pipeline.checkpoint import atomic_write_text
 
 MAIN_COLUMNS = ["model", "method", "block_size"]
 SUMMARY_COLUMNS = ["proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]
 
 
-def main_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path]) -> pd.DataFrame:
-    """One row per run: its keys, ppl_<set> per evaluation set, and the pruning summary."""
+BASELINES = ("magnitude", "wanda", "sparsegpt", "nowag_p")  # what "the best baseline" of a model is chosen from
+
+
+def main_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path], window_nll: list[Path] | None = None) -> pd.DataFrame:
+    """One row per run: its keys, ppl_<set> per evaluation set, and the pruning summary; with the windows' NLLs also
+    each set's bootstrap intervals (`window_intervals`)."""
     rows = []
     for run, summary_path, ppl_path in zip(runs, summaries, perplexities, strict=True):
         summary = json.loads(Path(summary_path).read_text())
         ppl = json.loads(Path(ppl_path).read_text())
         rows.append({**run, **{f"ppl_{k}": v for k, v in ppl.items()}, **{k: summary[k] for k in SUMMARY_COLUMNS}})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table if window_nll is None else pd.concat([table, window_intervals(table, window_nll)], axis=1)
+
+
+def window_intervals(table: pd.DataFrame, window_nll: list[Path]) -> pd.DataFrame:
+    """Per run and evaluation set: the bootstrap 95 % interval of its perplexity over windows (ci_lo_<set>, ci_hi_<set>),
+    the model's best baseline on that set (best_<set>: lowest perplexity of BASELINES) and the interval of the run's
+    perplexity minus that baseline's on the same resampled windows (vs_best_lo_<set>, vs_best_hi_<set>)."""
+    scored = [json.loads(Path(path).read_text()) for path in window_nll]
+    columns: dict[str, dict[int, float | str]] = {}
+    for name in (c.removeprefix("ppl_") for c in _ppl_columns(table)):
+        for _, rows in table.groupby("model", sort=False):
+            first = scored[rows.index[0]][name]
+            draws = resamples(len(first["nll"]))
+            boot = {i: resampled_ppl(torch.tensor(scored[i][name]["nll"]), first["tokens_per_window"], draws) for i in rows.index}
+            baselines = rows[rows["method"].isin(BASELINES)]
+            best = baselines[f"ppl_{name}"].idxmin() if len(baselines) else None
+            for i in rows.index:
+                low, high = interval(boot[i])
+                vs_low, vs_high = interval(boot[i] - boot[best]) if best is not None else (float("nan"), float("nan"))
+                values = {"ci_lo": low, "ci_hi": high, "best": table.at[best, "method"] if best is not None else "",
+                          "vs_best_lo": vs_low, "vs_best_hi": vs_high}
+                for key, value in values.items():
+                    columns.setdefault(f"{key}_{name}", {})[i] = value
+    return pd.DataFrame(columns, index=table.index)
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
