@@ -33,6 +33,11 @@ def _fmt(value: object, digits: int) -> str:
     return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.1f}" if abs(value) >= 100 else f"{value:.{digits}f}"
 
 
+def _optional(table: pd.DataFrame, column: str) -> pd.Series:
+    """A column of the table, or NaN throughout where the table has none (an interval or error not measured)."""
+    return table[column] if column in table else pd.Series(float("nan"), index=table.index)
+
+
 def main_layout(table: pd.DataFrame) -> pd.DataFrame:
     """Perplexity (lower is better) with its bootstrap 95 % interval over evaluation windows: one row per method, one
     column per model and evaluation set."""
@@ -41,8 +46,8 @@ def main_layout(table: pd.DataFrame) -> pd.DataFrame:
     cells = table[["Method", "model"]].copy()
     for col in sets:
         name = col.removeprefix("ppl_")
-        bounds = zip(table.get(f"ci_lo_{name}", table[col] * float("nan")), table.get(f"ci_hi_{name}", table[col] * float("nan")), strict=True)
-        cells[col] = [_fmt(v, 2) + ("" if pd.isna(lo) else f" ({_fmt(lo, 2)}–{_fmt(hi, 2)})") for v, (lo, hi) in zip(table[col], bounds, strict=True)]
+        bounds = zip(table[col], _optional(table, f"ci_lo_{name}"), _optional(table, f"ci_hi_{name}"), strict=True)
+        cells[col] = [_fmt(v, 2) + ("" if pd.isna(lo) else f" ({_fmt(lo, 2)}–{_fmt(hi, 2)})") for v, lo, hi in bounds]
     wide = cells.pivot_table(index="Method", columns="model", values=sets, aggfunc="first", sort=False)
     wide.columns = [f"{model} {col.removeprefix('ppl_')}" for col, model in wide.columns]
     return wide.reset_index().astype(str)
@@ -55,9 +60,8 @@ def downstream_layout(table: pd.DataFrame) -> pd.DataFrame:
     tasks = [c for c in table.columns if c not in ("model", "method", "block_size", "Method") and not c.endswith("_stderr")]
     shown = table[["model", "Method"]].rename(columns={"model": "Model"})
     for task in tasks:
-        errors = table[f"{task}_stderr"] if f"{task}_stderr" in table else pd.Series(float("nan"), index=table.index)
         shown["Mean" if task == "mean" else task] = [
-            _fmt(100 * v, 2) + ("" if pd.isna(e) else f" ± {100 * e:.1f}") for v, e in zip(table[task], errors, strict=True)
+            _fmt(100 * v, 2) + ("" if pd.isna(e) else f" ± {100 * e:.1f}") for v, e in zip(table[task], _optional(table, f"{task}_stderr"), strict=True)
         ]
     return shown.astype(str)
 
