@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: demo readme-tables speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
+.PHONY: demo demo-seeds readme-tables speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method: all tables
 	$(SNAKEMAKE) --configfile config/demo.yaml --set-threads $(DEMO_THREADS)
 	$(SNAKEMAKE) --configfile config/demo.yaml --report results/report.html
 	$(BIN)/python -m armor.reporting.readme README.md results/tables
+
+demo-seeds: $(STAMP)  ## the demo on calibration seeds 0, 1 and 2 (config/demo-seeds.yaml): mean and spread over seeds in every table
+	$(SNAKEMAKE) --configfile config/demo.yaml config/demo-seeds.yaml --set-threads $(DEMO_THREADS)
+	$(SNAKEMAKE) --configfile config/demo.yaml config/demo-seeds.yaml --report results/report.html
 
 readme-tables: $(STAMP)  ## write the last run's main, blocksize and downstream tables into README.md
 	$(BIN)/python -m armor.reporting.readme README.md results/tables

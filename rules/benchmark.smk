@@ -1,13 +1,13 @@
 rule speed:
     input:
-        packed="results/runs/{model}/{method}/b{block_size}/packed",
+        packed="results/runs/{model}/{method}/b{block_size}-s{seed}/packed",
         reference=dense_reference,
     output:
-        "results/runs/{model}/{method}/b{block_size}/speed.csv",
+        "results/runs/{model}/{method}/b{block_size}-s{seed}/speed.csv",
     log:
-        "results/logs/speed/{model}/{method}/b{block_size}.log",
+        "results/logs/speed/{model}/{method}/b{block_size}-s{seed}.log",
     benchmark:
-        "results/benchmarks/speed/{model}/{method}/b{block_size}.tsv"
+        "results/benchmarks/speed/{model}/{method}/b{block_size}-s{seed}.tsv"
     conda:
         ENV
     threads: workflow.cores
@@ -28,7 +28,7 @@ rule speed:
 
 rule speed_table:
     input:
-        run_files("speed.csv"),
+        run_files("speed.csv", FIRST_SEED_RUNS),
     output:
         report(
             "results/tables/speed.csv",

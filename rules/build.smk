@@ -1,16 +1,16 @@
 rule build:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/{method}/b{block_size}/pruned",
-        summary="results/runs/{model}/{method}/b{block_size}/summary.json",
-        perplexity="results/runs/{model}/{method}/b{block_size}/perplexity.json",
+        pruned="results/runs/{model}/{method}/b{block_size}-s{seed}/pruned",
+        summary="results/runs/{model}/{method}/b{block_size}-s{seed}/summary.json",
+        perplexity="results/runs/{model}/{method}/b{block_size}-s{seed}/perplexity.json",
         downstream=downstream_input,
     output:
-        directory("results/runs/{model}/{method}/b{block_size}/packed"),
+        directory("results/runs/{model}/{method}/b{block_size}-s{seed}/packed"),
     log:
-        "results/logs/build/{model}/{method}/b{block_size}.log",
+        "results/logs/build/{model}/{method}/b{block_size}-s{seed}.log",
     benchmark:
-        "results/benchmarks/build/{model}/{method}/b{block_size}.tsv"
+        "results/benchmarks/build/{model}/{method}/b{block_size}-s{seed}.tsv"
     conda:
         ENV
     resources:
@@ -19,7 +19,7 @@ rule build:
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         spec=model_spec,
-        calibration=config["calibration"],
+        calibration=run_calibration,
         options=method_options,
     script:
         "../scripts/build/build.py"
@@ -28,16 +28,18 @@ rule build:
 rule export_dense:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/{method}/b{block_size}/pruned",
-        summary="results/runs/{model}/{method}/b{block_size}/summary.json",
-        perplexity="results/runs/{model}/{method}/b{block_size}/perplexity.json",
+        pruned="results/runs/{model}/{method}/b{block_size}-s{seed}/pruned",
+        summary="results/runs/{model}/{method}/b{block_size}-s{seed}/summary.json",
+        perplexity="results/runs/{model}/{method}/b{block_size}-s{seed}/perplexity.json",
         downstream=downstream_input,
     output:
-        directory("results/runs/{model}/{method}/b{block_size}/dense_equivalent"),
+        directory(
+            "results/runs/{model}/{method}/b{block_size}-s{seed}/dense_equivalent"
+        ),
     log:
-        "results/logs/export_dense/{model}/{method}/b{block_size}.log",
+        "results/logs/export_dense/{model}/{method}/b{block_size}-s{seed}.log",
     benchmark:
-        "results/benchmarks/export_dense/{model}/{method}/b{block_size}.tsv"
+        "results/benchmarks/export_dense/{model}/{method}/b{block_size}-s{seed}.tsv"
     conda:
         ENV
     resources:
@@ -46,7 +48,7 @@ rule export_dense:
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         spec=model_spec,
-        calibration=config["calibration"],
+        calibration=run_calibration,
         options=method_options,
     script:
         "../scripts/build/export_dense.py"

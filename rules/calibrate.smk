@@ -1,13 +1,13 @@
 rule calibrate:
     input:
         model="results/models/{model}",
-        windows="results/data/{model}/calibration.safetensors",
+        windows=calibration_windows,
     output:
-        directory("results/calibration/{model}"),
+        directory("results/calibration/{model}/s{seed}"),
     log:
-        "results/logs/calibrate/{model}.log",
+        "results/logs/calibrate/{model}/s{seed}.log",
     benchmark:
-        "results/benchmarks/calibrate/{model}.tsv"
+        "results/benchmarks/calibrate/{model}/s{seed}.tsv"
     conda:
         ENV
     threads: 4
@@ -18,7 +18,7 @@ rule calibrate:
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         hessian=needs_hessian(),
-        work="results/checkpoints/{model}/calibration",
+        work="results/checkpoints/{model}/calibration/s{seed}",
         device=config["device"],
         batch_size=config["calibration"]["batch_size"],
     script:

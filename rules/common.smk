@@ -20,6 +20,7 @@ wildcard_constraints:
     method="|".join(config["methods"]),
     block_size=r"\d+",
     part=r"\d+",
+    seed=r"\d+",
     dataset="|".join(config["evaluation"]["datasets"]),
     table="main|downstream|blocksize|iterations|speed",
 
@@ -29,17 +30,34 @@ def block_sizes(method):
     return config["block_sizes"] if method == "armor" else [0]
 
 
+SEEDS = config["calibration"]["seeds"]
+
+
+def seeds(method):
+    """Calibration seeds a method runs with: every configured one; dense, which reads no calibration, the first."""
+    return SEEDS[:1] if method == "dense" else SEEDS
+
+
 RUNS = [
-    {"model": model, "method": method, "block_size": b}
+    {"model": model, "method": method, "block_size": b, "seed": s}
     for model in config["models"]
     for method in config["methods"]
     for b in block_sizes(method)
+    for s in seeds(method)
 ]
+FIRST_SEED_RUNS = [
+    r for r in RUNS if r["seed"] == SEEDS[0]
+]  # what the speed table times
+
+
+def run_path(run):
+    """Folder of one model × method × block size × seed run."""
+    return f"results/runs/{run['model']}/{run['method']}/b{run['block_size']}-s{run['seed']}"
 
 
 def run_dir(wildcards):
-    """Folder of one model × method × block-size run."""
-    return f"results/runs/{wildcards.model}/{wildcards.method}/b{wildcards.block_size}"
+    """Folder of the run the wildcards name."""
+    return run_path(wildcards)
 
 
 def model_spec(wildcards):
@@ -118,8 +136,21 @@ def part_dirs(wildcards):
     return [f"{run_dir(wildcards)}/parts/{p}" for p in range(n_parts)]
 
 
-def calibration_dir(model):
-    return f"results/calibration/{model}"
+def calibration_dir(wildcards):
+    """Statistics of the calibration pass a run reads: its model's, on its seed's windows."""
+    return f"results/calibration/{wildcards.model}/s{wildcards.seed}"
+
+
+def calibration_windows(wildcards):
+    """Calibration windows of a run's model drawn with its seed."""
+    return f"results/data/{wildcards.model}/calibration-s{wildcards.seed}.safetensors"
+
+
+def run_calibration(wildcards):
+    """The calibration settings of one run: the config's, with its seed."""
+    return {k: v for k, v in config["calibration"].items() if k != "seeds"} | {
+        "seed": int(wildcards.seed)
+    }
 
 
 def needs_hessian():
@@ -138,8 +169,8 @@ def evaluation_inputs(wildcards):
 
 
 def method_options(wildcards):
-    """Options handed to the method: ARMOR's settings and block size, and the seed."""
-    options = {"seed": config["calibration"]["seed"]}
+    """Options handed to the method: ARMOR's settings and block size, and the run's calibration seed."""
+    options = {"seed": int(wildcards.seed)}
     if wildcards.method == "armor":
         b = int(wildcards.block_size)
         options |= {
@@ -157,12 +188,9 @@ def armor_iterations(block_size):
     return by_size.get(block_size, config["armor"]["iterations"])
 
 
-def run_files(name):
-    """One file of every configured run, in RUNS order."""
-    return [
-        f"results/runs/{r['model']}/{r['method']}/b{r['block_size']}/{name}"
-        for r in RUNS
-    ]
+def run_files(name, runs=RUNS):
+    """One file of every run (default: every configured one), in RUNS order."""
+    return [f"{run_path(r)}/{name}" for r in runs]
 
 
 ARMOR_RUNS = [r for r in RUNS if r["method"] == "armor"]
@@ -176,13 +204,6 @@ TABLES = (
 FIGURES = ["pareto"] + ["iterations", "blocksize"] * bool(ARMOR_RUNS)
 
 
-def armor_run_files(name):
-    """One file of every configured ARMOR run, in RUNS order."""
-    return [
-        f"results/runs/{r['model']}/armor/b{r['block_size']}/{name}" for r in ARMOR_RUNS
-    ]
-
-
 def downstream_input(wildcards):
     """A run's lm-eval scores, when the config names tasks (the model card shows them)."""
     return f"{run_dir(wildcards)}/downstream.json" if TASKS else []
@@ -191,7 +212,7 @@ def downstream_input(wildcards):
 def dense_reference(wildcards):
     """The dense packed model a run's speed is measured against (interleaved), when dense is configured."""
     return (
-        f"results/runs/{wildcards.model}/dense/b0/packed"
+        f"results/runs/{wildcards.model}/dense/b0-s{SEEDS[0]}/packed"
         if "dense" in config["methods"]
         else []
     )

@@ -2,11 +2,11 @@ rule calibration_data:
     input:
         model="results/models/{model}",
     output:
-        "results/data/{model}/calibration.safetensors",
+        "results/data/{model}/calibration-s{seed}.safetensors",
     log:
-        "results/logs/calibration_data/{model}.log",
+        "results/logs/calibration_data/{model}/s{seed}.log",
     benchmark:
-        "results/benchmarks/calibration_data/{model}.tsv"
+        "results/benchmarks/calibration_data/{model}/s{seed}.tsv"
     conda:
         ENV
     resources:
@@ -15,7 +15,7 @@ rule calibration_data:
     params:
         source=config["calibration"]["source"],
         nsamples=config["calibration"]["nsamples"],
-        seed=config["calibration"]["seed"],
+        seed=lambda wildcards: int(wildcards.seed),
         seqlen=lambda wildcards: model_spec(wildcards)["seqlen"],
     script:
         "../scripts/data/calibration_data.py"

@@ -13,7 +13,7 @@ rule lm_tasks:
     params:
         names=LOCAL_TASKS,
         per_task=config["downstream"]["items"],
-        seed=config["calibration"]["seed"],
+        seed=SEEDS[0],
     script:
         "../scripts/downstream/lm_tasks.py"
 
@@ -21,14 +21,14 @@ rule lm_tasks:
 rule lm_eval:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/{method}/b{block_size}/pruned",
+        pruned="results/runs/{model}/{method}/b{block_size}-s{seed}/pruned",
         tasks=task_dir_input,
     output:
-        "results/runs/{model}/{method}/b{block_size}/downstream.json",
+        "results/runs/{model}/{method}/b{block_size}-s{seed}/downstream.json",
     log:
-        "results/logs/lm_eval/{model}/{method}/b{block_size}.log",
+        "results/logs/lm_eval/{model}/{method}/b{block_size}-s{seed}.log",
     benchmark:
-        "results/benchmarks/lm_eval/{model}/{method}/b{block_size}.tsv"
+        "results/benchmarks/lm_eval/{model}/{method}/b{block_size}-s{seed}.tsv"
     conda:
         ENV
     threads: 4

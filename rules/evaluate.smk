@@ -1,15 +1,15 @@
 rule perplexity:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/{method}/b{block_size}/pruned",
+        pruned="results/runs/{model}/{method}/b{block_size}-s{seed}/pruned",
         windows=evaluation_inputs,
     output:
-        ppl="results/runs/{model}/{method}/b{block_size}/perplexity.json",
-        windows="results/runs/{model}/{method}/b{block_size}/window_nll.json",
+        ppl="results/runs/{model}/{method}/b{block_size}-s{seed}/perplexity.json",
+        windows="results/runs/{model}/{method}/b{block_size}-s{seed}/window_nll.json",
     log:
-        "results/logs/perplexity/{model}/{method}/b{block_size}.log",
+        "results/logs/perplexity/{model}/{method}/b{block_size}-s{seed}.log",
     benchmark:
-        "results/benchmarks/perplexity/{model}/{method}/b{block_size}.tsv"
+        "results/benchmarks/perplexity/{model}/{method}/b{block_size}-s{seed}.tsv"
     conda:
         ENV
     threads: 4
@@ -30,14 +30,14 @@ rule perplexity:
 rule snapshot_perplexity:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/armor/b{block_size}/pruned",
+        pruned="results/runs/{model}/armor/b{block_size}-s{seed}/pruned",
         windows=lambda wildcards: f"results/data/{wildcards.model}/eval_{config['evaluation']['snapshot_dataset']}.safetensors",
     output:
-        "results/runs/{model}/armor/b{block_size}/snapshots.json",
+        "results/runs/{model}/armor/b{block_size}-s{seed}/snapshots.json",
     log:
-        "results/logs/snapshot_perplexity/{model}/b{block_size}.log",
+        "results/logs/snapshot_perplexity/{model}/b{block_size}-s{seed}.log",
     benchmark:
-        "results/benchmarks/snapshot_perplexity/{model}/b{block_size}.tsv"
+        "results/benchmarks/snapshot_perplexity/{model}/b{block_size}-s{seed}.tsv"
     conda:
         ENV
     threads: 4

@@ -1,13 +1,17 @@
 rule prune_part:
     input:
         model="results/models/{model}",
-        calibration=lambda wildcards: calibration_dir(wildcards.model),
+        calibration=calibration_dir,
     output:
-        temp(directory("results/runs/{model}/{method}/b{block_size}/parts/{part}")),
+        temp(
+            directory(
+                "results/runs/{model}/{method}/b{block_size}-s{seed}/parts/{part}"
+            )
+        ),
     log:
-        "results/logs/prune/{model}/{method}/b{block_size}/part{part}.log",
+        "results/logs/prune/{model}/{method}/b{block_size}-s{seed}/part{part}.log",
     benchmark:
-        "results/benchmarks/prune/{model}/{method}/b{block_size}/part{part}.tsv"
+        "results/benchmarks/prune/{model}/{method}/b{block_size}-s{seed}/part{part}.tsv"
     conda:
         ENV
     threads: 4
@@ -19,7 +23,7 @@ rule prune_part:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         options=method_options,
         blocks=lambda wildcards: part_blocks(wildcards.model, wildcards.part),
-        work="results/checkpoints/{model}/{method}/b{block_size}/part{part}",
+        work="results/checkpoints/{model}/{method}/b{block_size}-s{seed}/part{part}",
         device=config["device"],
     script:
         "../scripts/prune/prune_part.py"
@@ -28,13 +32,17 @@ rule prune_part:
 rule prune_chain:
     input:
         model="results/models/{model}",
-        windows="results/data/{model}/calibration.safetensors",
+        windows=calibration_windows,
     output:
-        temp(directory("results/runs/{model}/{method}/b{block_size}/parts/chain")),
+        temp(
+            directory(
+                "results/runs/{model}/{method}/b{block_size}-s{seed}/parts/chain"
+            )
+        ),
     log:
-        "results/logs/prune/{model}/{method}/b{block_size}/chain.log",
+        "results/logs/prune/{model}/{method}/b{block_size}-s{seed}/chain.log",
     benchmark:
-        "results/benchmarks/prune/{model}/{method}/b{block_size}/chain.tsv"
+        "results/benchmarks/prune/{model}/{method}/b{block_size}-s{seed}/chain.tsv"
     conda:
         ENV
     threads: 4
@@ -45,7 +53,7 @@ rule prune_chain:
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         options=method_options,
-        work="results/checkpoints/{model}/{method}/b{block_size}/chain",
+        work="results/checkpoints/{model}/{method}/b{block_size}-s{seed}/chain",
         device=config["device"],
         batch_size=config["calibration"]["batch_size"],
     script:
@@ -57,14 +65,14 @@ rule assemble:
         model="results/models/{model}",
         parts=part_dirs,
     output:
-        pruned=directory("results/runs/{model}/{method}/b{block_size}/pruned"),
-        layers="results/runs/{model}/{method}/b{block_size}/layers.csv",
-        summary="results/runs/{model}/{method}/b{block_size}/summary.json",
-        trace="results/runs/{model}/{method}/b{block_size}/trace.csv",
+        pruned=directory("results/runs/{model}/{method}/b{block_size}-s{seed}/pruned"),
+        layers="results/runs/{model}/{method}/b{block_size}-s{seed}/layers.csv",
+        summary="results/runs/{model}/{method}/b{block_size}-s{seed}/summary.json",
+        trace="results/runs/{model}/{method}/b{block_size}-s{seed}/trace.csv",
     log:
-        "results/logs/assemble/{model}/{method}/b{block_size}.log",
+        "results/logs/assemble/{model}/{method}/b{block_size}-s{seed}.log",
     benchmark:
-        "results/benchmarks/assemble/{model}/{method}/b{block_size}.tsv"
+        "results/benchmarks/assemble/{model}/{method}/b{block_size}-s{seed}.tsv"
     conda:
         ENV
     resources:

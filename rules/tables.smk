@@ -4,9 +4,15 @@ rule main_table:
         perplexities=run_files("perplexity.json"),
         window_nll=run_files("window_nll.json"),
     output:
-        report(
+        main=report(
             "results/tables/main.csv",
             caption="../report/main.rst",
+            category="Tables",
+            subcategory="Perplexity",
+        ),
+        by_seed=report(
+            "results/tables/main_by_seed.csv",
+            caption="../report/main_by_seed.rst",
             category="Tables",
             subcategory="Perplexity",
         ),
@@ -75,9 +81,9 @@ rule blocksize_table:
 
 rule iterations_table:
     input:
-        main="results/tables/main.csv",
-        traces=armor_run_files("trace.csv"),
-        snapshots=armor_run_files("snapshots.json"),
+        by_seed="results/tables/main_by_seed.csv",
+        traces=run_files("trace.csv", ARMOR_RUNS),
+        snapshots=run_files("snapshots.json", ARMOR_RUNS),
     output:
         report(
             "results/tables/iterations.csv",

@@ -29,7 +29,7 @@ def test_shipped_configs_validate(path):
 
 def test_defaults_are_filled():
     config = validate(_minimal())
-    assert config["calibration"] == {"source": "c4", "nsamples": 128, "seed": 0, "mode": {}, "batch_size": 8}
+    assert config["calibration"] == {"source": "c4", "nsamples": 128, "seeds": [0], "mode": {}, "batch_size": 8}
     assert config["armor"]["selection"] == "gradient_random" and config["armor"]["solver"] == "adam" and config["armor"]["guard"] is False
     assert config["models"]["m"]["dtype"] == "float32" and config["models"]["m"]["gpus"] == 1
     assert config["prune"] == {"blocks_per_job": 4}
@@ -54,6 +54,8 @@ def test_defaults_are_filled():
          "config key 'downstream.tasks.t.local': 'trivia' is not allowed; allowed values: analogy, wiki_cloze, news_cloze"),
         (lambda c: c.update(downstream={"tasks": {"t": {"local": "analogy", "task": "arc_easy", "metric": "acc"}}}),
          "config key 'downstream.tasks.t': set exactly one of task, local"),
+        (lambda c: c["calibration"].update(seed=1), "config key 'calibration': unknown key(s) seed; allowed keys: source, nsamples, seeds"),
+        (lambda c: c["calibration"].update(seeds=[0, 0]), "config key 'calibration.seeds': [0, 0] has non-unique elements"),
         (lambda c: c["evaluation"].update(snapshot_dataset="c5"),
          "evaluation.snapshot_dataset: 'c5' is not one of the evaluation datasets ['wikitext2']"),
     ],

@@ -49,3 +49,22 @@ def test_main_table_reports_intervals_and_the_paired_difference_to_the_best_base
     assert armor["vs_best_hi_wiki"] < 0  # paired: better on every window, so the whole interval is below zero
     assert armor["ci_lo_wiki"] < table.loc["sparsegpt", "ppl_wiki"]  # unpaired intervals overlap
     assert table.loc["sparsegpt", ["vs_best_lo_wiki", "vs_best_hi_wiki"]].tolist() == pytest.approx([0.0, 0.0])
+
+
+def test_main_table_averages_seeds_and_bootstraps_their_mean(tmp_path):
+    runs = [{"model": "m", "method": "dense", "block_size": 0, "seed": 0}] + [{"model": "m", "method": "armor", "block_size": 16, "seed": s} for s in (0, 1, 2)]
+    summaries, ppls, windows = [], [], []
+    for i, run in enumerate(runs):
+        nll = _nll(24, 3.0 + 0.1 * i, 1)
+        for name, paths, payload in (("summary", summaries, {"proxy_loss": 0.1 * i, "zero_fraction": 0.5, "overhead": 0.0, "prune_seconds": 1.0,
+                                                              "calibration_mode": "independent"}),
+                                     ("ppl", ppls, {"wiki": ppl_of(nll, 63)}), ("windows", windows, {"wiki": {"tokens_per_window": 63, "nll": nll.tolist()}})):
+            paths.append(tmp_path / f"{i}.{name}.json")
+            paths[-1].write_text(json.dumps(payload))
+    table = main_table(runs, summaries, ppls, windows).set_index("method")
+    armor = table.loc["armor"]
+    seeds = [json.loads(p.read_text())["wiki"] for p in ppls[1:]]
+    assert armor["seeds"] == 3 and table.loc["dense", "seeds"] == 1
+    assert armor["ppl_wiki"] == pytest.approx(sum(seeds) / 3) and (armor["ppl_wiki_min"], armor["ppl_wiki_max"]) == pytest.approx((min(seeds), max(seeds)))
+    assert armor["proxy_loss"] == pytest.approx(0.2)
+    assert armor["ci_lo_wiki"] < armor["ppl_wiki"] < armor["ci_hi_wiki"]

@@ -80,8 +80,38 @@ def test_downstream_table_carries_lm_evals_standard_errors(tmp_path):
     for i, run in enumerate(runs):
         (tmp_path / f"{i}.json").write_text(json.dumps({"a": {"score": 0.5, "stderr": 0.05}, "b": {"score": 0.7 + 0.1 * i, "stderr": 0.04}}))
     table = downstream_table(runs, [tmp_path / "0.json", tmp_path / "1.json"])
-    assert list(table.columns) == ["model", "method", "block_size", "a", "b", "mean", "a_stderr", "b_stderr", "mean_stderr"]
+    assert list(table.columns) == ["model", "method", "block_size", "seeds", "a", "b", "mean", "mean_min", "mean_max", "a_stderr", "b_stderr", "mean_stderr"]
     assert table["mean_stderr"].tolist() == pytest.approx([(0.05**2 + 0.04**2) ** 0.5 / 2] * 2)
     shown = downstream_layout(table)
     assert list(shown.columns) == ["Model", "Method", "a", "b", "Mean"]
     assert shown.iloc[1].tolist() == ["m", "ARMOR (b=16)", "50.00 ± 5.0", "80.00 ± 4.0", "65.00 ± 3.2"]
+
+
+def test_downstream_table_averages_seeds_and_shows_their_spread(tmp_path):
+    runs = [{"model": "m", "method": "armor", "block_size": 16, "seed": s} for s in (0, 1, 2)]
+    for i in range(3):
+        (tmp_path / f"{i}.json").write_text(json.dumps({"a": {"score": 0.4 + 0.1 * i, "stderr": 0.05}}))
+    table = downstream_table(runs, [tmp_path / f"{i}.json" for i in range(3)])
+    assert len(table) == 1 and table.loc[0, "seeds"] == 3
+    assert table.loc[0, ["a", "mean", "mean_min", "mean_max", "a_stderr"]].tolist() == pytest.approx([0.5, 0.5, 0.4, 0.6, 0.05])
+    assert downstream_layout(table).iloc[0].tolist() == ["m", "ARMOR (b=16)", "50.00 ± 5.0", "50.00 ± 5.0 [40.00–60.00]"]
+
+
+def test_seed_spread_reaches_the_rendered_tables_and_figures(tmp_path):
+    spread = MAIN.assign(seeds=[3, 1, 3, 3], ppl_wiki_min=MAIN["ppl_wiki"] - 1, ppl_wiki_max=MAIN["ppl_wiki"] + 2)
+    spread.to_csv(tmp_path / "main.csv", index=False)
+    shown = render("main", tmp_path / "main.csv", tmp_path / "main.md", tmp_path / "main.tex")
+    assert shown["m wiki"].tolist() == ["10.00", "50.00 [49.00–52.00]", "40.00 [39.00–42.00]", "30.00 [29.00–32.00]"]
+    blocksize = blocksize_table(spread)
+    assert blocksize["rel_ppl_wiki_min"].tolist() == pytest.approx([29 / 40, 19 / 40]) and blocksize["seeds"].tolist() == [3, 3]
+    blocksize.to_csv(tmp_path / "blocksize.csv", index=False)
+    shown = render("blocksize", tmp_path / "blocksize.csv", tmp_path / "b.md", tmp_path / "b.tex")
+    assert shown["rel. ppl wiki"].tolist() == ["0.750 [0.725–0.800]", "0.500 [0.475–0.550]"]
+    blocksize_figure(blocksize, tmp_path / "bs.pdf", tmp_path / "bs.png")
+    speed = pd.DataFrame({"model": ["m"] * 4, "method": spread["method"], "block_size": spread["block_size"], "batch_size": [8] * 4,
+                          "decode_tokens_per_s": [90.0, 100.0, 100.0, 95.0], "device_name": ["cpu"] * 4})
+    pareto_figure(spread, speed, tmp_path / "p.pdf", tmp_path / "p.png")
+    iterations = pd.DataFrame({"model": ["m"] * 4, "block_size": [64] * 4, "seed": [0, 0, 1, 1], "iteration": [0, 10, 0, 10],
+                               "rel_proxy_loss": [1.0, 0.5, 1.0, 0.4], "ppl_wiki": [50.0, 30.0, 52.0, 31.0], "rel_ppl": [1.0, 0.5, 1.0, 0.52]})
+    iterations_figure(iterations, tmp_path / "it.pdf", tmp_path / "it.png")
+    assert all((tmp_path / f"{n}.png").stat().st_size > 10_000 for n in ("bs", "p", "it"))

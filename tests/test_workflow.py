@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from armor.pipeline.assemble import run_metadata
 from armor.pipeline.faults import FAULT_ENV
@@ -40,10 +41,10 @@ def workflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_main_table_has_a_row_per_method(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/main.csv")
-    assert list(table.columns) == ["model", "method", "block_size", "ppl_news", "proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode",
+    assert list(table.columns) == ["model", "method", "block_size", "seeds", "ppl_news", "ppl_news_min", "ppl_news_max", "proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode",
                                    "ci_lo_news", "ci_hi_news", "best_news", "vs_best_lo_news", "vs_best_hi_news"]
     assert ((table["ci_lo_news"] < table["ppl_news"]) & (table["ppl_news"] < table["ci_hi_news"])).all()
-    windows = json.loads((workflow_dir / "results/runs/tiny-llama/armor/b16/window_nll.json").read_text())["news"]
+    windows = json.loads((workflow_dir / "results/runs/tiny-llama/armor/b16-s0/window_nll.json").read_text())["news"]
     assert len(windows["nll"]) == 4 and windows["tokens_per_window"] == 63  # max_windows 4 of seqlen 64
     assert table["method"].tolist() == METHODS
     assert table["block_size"].tolist() == [0, 0, 0, 0, 0, 16]
@@ -63,7 +64,7 @@ def test_main_table_has_a_row_per_method(workflow_dir):
 
 
 def test_armor_trace_is_written_and_monotone(workflow_dir):
-    trace = pd.read_csv(workflow_dir / "results/runs/tiny-llama/armor/b16/trace.csv")
+    trace = pd.read_csv(workflow_dir / "results/runs/tiny-llama/armor/b16-s0/trace.csv")
     assert trace["layer"].nunique() == 3 * 7
     assert sorted(trace["iteration"].unique()) == [0, 5, 10, 15, 20]
     for _, layer in trace.groupby("layer"):
@@ -73,38 +74,38 @@ def test_armor_trace_is_written_and_monotone(workflow_dir):
 def test_every_saved_pruned_linear_is_24(workflow_dir):
     for method in METHODS[1:]:
         b = 16 if method == "armor" else 0
-        pruned = workflow_dir / f"results/runs/tiny-llama/{method}/b{b}/pruned"
+        pruned = workflow_dir / f"results/runs/tiny-llama/{method}/b{b}-s0/pruned"
         sparse = [v for block in block_tensors(pruned) for k, v in block.items() if k.endswith(".core" if method == "armor" else ".weight")]
         assert len(sparse) == 3 * 7
         assert all(is_24(w) for w in sparse), method
         assert run_metadata(pruned)["method"] == method
-    assert not (workflow_dir / "results/runs/tiny-llama/armor/b16/parts").exists()  # temporary parts are gone
+    assert not (workflow_dir / "results/runs/tiny-llama/armor/b16-s0/parts").exists()  # temporary parts are gone
 
 
 def test_logs_and_benchmarks_are_written(workflow_dir):
-    assert (workflow_dir / "results/logs/prune/tiny-llama/sparsegpt/b0/chain.log").read_text().count("block 3/3") == 1
-    assert (workflow_dir / "results/benchmarks/prune/tiny-llama/sparsegpt/b0/chain.tsv").exists()
-    parts = workflow_dir / "results/logs/prune/tiny-llama/armor/b16"
+    assert (workflow_dir / "results/logs/prune/tiny-llama/sparsegpt/b0-s0/chain.log").read_text().count("block 3/3") == 1
+    assert (workflow_dir / "results/benchmarks/prune/tiny-llama/sparsegpt/b0-s0/chain.tsv").exists()
+    parts = workflow_dir / "results/logs/prune/tiny-llama/armor/b16-s0"
     assert "block 2 (1/1 of this part) pruned" in (parts / "part1.log").read_text()  # blocks 0-1 in part 0, block 2 in part 1
-    assert (workflow_dir / "results/logs/calibrate/tiny-llama.log").read_text().count("calibration block 3/3 recorded") == 1
+    assert (workflow_dir / "results/logs/calibrate/tiny-llama/s0.log").read_text().count("calibration block 3/3 recorded") == 1
 
 
 def test_killed_prune_job_resumes_on_rerun(workflow_dir, tmp_path):
     """Kill the prune job after one block; the next snakemake call finishes with identical weights."""
-    reference = list(block_tensors(workflow_dir / "results/runs/tiny-llama/sparsegpt/b0/pruned"))
+    reference = list(block_tensors(workflow_dir / "results/runs/tiny-llama/sparsegpt/b0-s0/pruned"))
     shutil.copytree(workflow_dir / "results", tmp_path / "results")
     shutil.rmtree(tmp_path / "results/runs/tiny-llama/sparsegpt")
-    target = "results/runs/tiny-llama/sparsegpt/b0/summary.json"
+    target = "results/runs/tiny-llama/sparsegpt/b0-s0/summary.json"
 
     killed = snakemake(tmp_path, target, env={FAULT_ENV: "1"})
     assert killed.returncode != 0
-    assert (tmp_path / "results/checkpoints/tiny-llama/sparsegpt/b0/chain/block_0000.safetensors").exists()
+    assert (tmp_path / "results/checkpoints/tiny-llama/sparsegpt/b0-s0/chain/block_0000.safetensors").exists()
     assert not (tmp_path / target).exists()
 
     resumed = snakemake(tmp_path, target)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert "block 1/3 resumed from checkpoint" in (tmp_path / "results/logs/prune/tiny-llama/sparsegpt/b0/chain.log").read_text()
-    weights = list(block_tensors(tmp_path / "results/runs/tiny-llama/sparsegpt/b0/pruned"))
+    assert "block 1/3 resumed from checkpoint" in (tmp_path / "results/logs/prune/tiny-llama/sparsegpt/b0-s0/chain.log").read_text()
+    weights = list(block_tensors(tmp_path / "results/runs/tiny-llama/sparsegpt/b0-s0/pruned"))
     assert [w.keys() for w in weights] == [r.keys() for r in reference]
     assert all(torch.equal(w[k], r[k]) for w, r in zip(weights, reference) for k in r)
 
@@ -126,13 +127,13 @@ def test_build_and_speed_tables(workflow_dir):
     assert set(layers["variant"]) == {"dense", "2:4", "armor_b64"}
     assert sorted(layers["tokens"].unique()) == [1, 8] and len(layers) == 3 * 3 * 2 and (layers["kernel"] == layers["variant"].map({"dense": "dense", "2:4": "dense", "armor_b64": "folded"})).all()  # CPU: no 2:4 kernel
     assert (layers["ms_min"] <= layers["ms"]).all() and (layers["ms"] <= layers["ms_max"]).all()
-    card = (workflow_dir / "results/runs/tiny-llama/armor/b16/packed/README.md").read_text()
+    card = (workflow_dir / "results/runs/tiny-llama/armor/b16-s0/packed/README.md").read_text()
     assert "base_model:" in card and "ARMOR (b = 16)" in card and "| analogy |" in card
 
 
 def test_downstream_table_scores_every_run(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/downstream.csv")
-    assert list(table.columns) == ["model", "method", "block_size", "analogy", "news_cloze", "mean", "analogy_stderr", "news_cloze_stderr", "mean_stderr"]
+    assert list(table.columns) == ["model", "method", "block_size", "seeds", "analogy", "news_cloze", "mean", "mean_min", "mean_max", "analogy_stderr", "news_cloze_stderr", "mean_stderr"]
     assert (table[["analogy_stderr", "news_cloze_stderr", "mean_stderr"]] >= 0).all().all()  # lm-eval's, carried over (NaN fails)
     assert table["method"].tolist() == METHODS
     assert table[["analogy", "news_cloze"]].isin([i / 8 for i in range(9)]).all().all()  # 8 items per task
@@ -168,7 +169,7 @@ def test_tables_are_rendered_and_figures_drawn(workflow_dir):
 
 
 def test_redrawing_a_figure_reads_only_tables(workflow_dir):
-    pruned = workflow_dir / "results/runs/tiny-llama/armor/b16/pruned/model-00001-of-00003.safetensors"
+    pruned = workflow_dir / "results/runs/tiny-llama/armor/b16-s0/pruned/model-00001-of-00003.safetensors"
     before = pruned.stat().st_mtime_ns
     (workflow_dir / "results/figures/pareto.png").unlink()
     plan = snakemake(workflow_dir, "-n", "--quiet", "rules")
@@ -189,7 +190,7 @@ def test_report_holds_every_table_and_figure(workflow_dir):
 
 
 def test_dense_equivalent_export_is_a_rule(workflow_dir):
-    target = "results/runs/tiny-llama/armor/b16/dense_equivalent"
+    target = "results/runs/tiny-llama/armor/b16-s0/dense_equivalent"
     result = snakemake(workflow_dir, target)
     assert result.returncode == 0, result.stderr[-4000:]
     config = (workflow_dir / target / "config.json").read_text()
@@ -218,3 +219,23 @@ def test_every_rendered_table_names_the_commit_and_config_it_came_from(workflow_
     for path in rendered:
         text = path.read_text()
         assert f"commit {record['commit'][:12]}" in text and f"config {record['config_hash']}" in text, path.name
+
+
+def test_a_second_seed_is_a_run_of_its_own_on_its_own_calibration_draw(workflow_dir, tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["calibration"]["seeds"] = [0, 1]
+    (tmp_path / "seeds.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    target = "results/runs/tiny-llama/nowag_p/b0-s1/perplexity.json"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workflow_dir), "--cores", "2", target, "--configfile", str(tmp_path / "seeds.yaml")]
+    plan = subprocess.run([*cmd, "-n"], capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    seeds = set(re.findall(r"seed=(\d+)", plan.stdout))
+    assert seeds == {"1"}, plan.stdout  # seed 0's windows, statistics and runs are kept
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    data = workflow_dir / "results/data/tiny-llama"
+    draws = [load_file(data / f"calibration-s{s}.safetensors") for s in (0, 1)]
+    assert not torch.equal(next(iter(draws[0].values())), next(iter(draws[1].values())))
+    runs = workflow_dir / "results/runs/tiny-llama/nowag_p"
+    ppl = [json.loads((runs / f"b0-s{s}/perplexity.json").read_text())["news"] for s in (0, 1)]
+    assert ppl[0] != ppl[1]

@@ -9,6 +9,6 @@ from armor.reporting.tables import iterations_table, write_csv
 
 logs.setup(snakemake.log[0])
 table = iterations_table(
-    pd.read_csv(snakemake.input.main), snakemake.params.runs, snakemake.input.traces, snakemake.input.snapshots, snakemake.params.dataset
+    pd.read_csv(snakemake.input.by_seed), snakemake.params.runs, snakemake.input.traces, snakemake.input.snapshots, snakemake.params.dataset
 )
 write_csv(table, Path(snakemake.output[0]))

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16, "sweep": 0}  # a sweep already re-solves every group
 RUN_OPTIONS = {  # what a run adds to the armor section: one of block_sizes, and the calibration seed
     "block_size": SCHEMA["properties"]["block_sizes"]["items"],
-    "seed": SCHEMA["properties"]["calibration"]["properties"]["seed"],
+    "seed": SCHEMA["properties"]["calibration"]["properties"]["seeds"]["items"],
 }
 
 

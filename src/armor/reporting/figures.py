@@ -17,16 +17,24 @@ def _save(fig: Figure, pdf: Path, png: Path) -> None:
         tmp.replace(path)
 
 
+def _spread(values: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Mean, min and max of `y` over seeds at each `x` (one row per x, sorted)."""
+    return values.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
+
+
 def iterations_figure(iterations: pd.DataFrame, pdf: Path, png: Path) -> None:
-    """Figure 3 left: relative proxy loss (line) and relative perplexity (markers) of ARMOR over iterations."""
+    """Figure 3 left: relative proxy loss (line) and relative perplexity (markers) of ARMOR over iterations; the mean
+    over calibration seeds, with a band (loss) or bars (perplexity) from the lowest to the highest seed."""
     ppl_col = next(c for c in iterations.columns if c.startswith("ppl_"))
     fig = Figure(figsize=(9, 3.4), layout="tight")
     ax_loss, ax_ppl = fig.subplots(1, 2, sharex=True)
     for (model, b), run in iterations.groupby(["model", "block_size"]):
         label = f"{model}, b={b}"
-        ax_loss.plot(run["iteration"], run["rel_proxy_loss"], label=label)
-        measured = run.dropna(subset=[ppl_col])
-        ax_ppl.plot(measured["iteration"], measured["rel_ppl"], marker="o", label=label)
+        loss = _spread(run, "iteration", "rel_proxy_loss")
+        line = ax_loss.plot(loss.index, loss["mean"], label=label)[0]
+        ax_loss.fill_between(loss.index, loss["min"], loss["max"], color=line.get_color(), alpha=0.2, lw=0)
+        ppl = _spread(run.dropna(subset=[ppl_col]), "iteration", "rel_ppl")
+        ax_ppl.errorbar(ppl.index, ppl["mean"], yerr=[ppl["mean"] - ppl["min"], ppl["max"] - ppl["mean"]], marker="o", capsize=3, label=label)
     ax_loss.set(xlabel="iteration", ylabel="proxy loss / initial proxy loss", title="Relative proxy loss")
     ax_ppl.set(xlabel="iteration", ylabel="(ppl − dense) / (NoWag-P − dense)",
                title=f"Relative perplexity ({ppl_col.removeprefix('ppl_')})")
@@ -39,14 +47,15 @@ def iterations_figure(iterations: pd.DataFrame, pdf: Path, png: Path) -> None:
 
 
 def blocksize_figure(blocksize: pd.DataFrame, pdf: Path, png: Path) -> None:
-    """Figure 3 right: ARMOR's relative perplexity on every evaluation set across block sizes, per model."""
-    rel_cols = [c for c in blocksize.columns if c.startswith("rel_ppl_")]
+    """Figure 3 right: ARMOR's relative perplexity on every evaluation set across block sizes, per model (the mean over
+    calibration seeds, with bars from the lowest to the highest seed where the table has them)."""
+    rel_cols = [c for c in blocksize.columns if c.startswith("rel_ppl_") and not c.endswith(("_min", "_max"))]
     fig = Figure(figsize=(5, 3.4), layout="tight")
     ax = fig.subplots()
     for model, runs in blocksize.groupby("model"):
         runs = runs.sort_values("block_size")
         for col in rel_cols:
-            ax.plot(runs["block_size"], runs[col], marker="o", label=f"{model}, {col.removeprefix('rel_ppl_')}")
+            ax.errorbar(runs["block_size"], runs[col], yerr=_seed_bars(runs, col), marker="o", capsize=3, label=f"{model}, {col.removeprefix('rel_ppl_')}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(blocksize["block_size"].unique()), labels=[str(b) for b in sorted(blocksize["block_size"].unique())])
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
@@ -57,9 +66,17 @@ def blocksize_figure(blocksize: pd.DataFrame, pdf: Path, png: Path) -> None:
     _save(fig, pdf, png)
 
 
+def _seed_bars(rows: pd.DataFrame, column: str) -> list[pd.Series] | None:
+    """Error bars from a mean column down to its lowest and up to its highest seed, when the table has them."""
+    if f"{column}_min" not in rows:
+        return None
+    return [rows[column] - rows[f"{column}_min"], rows[f"{column}_max"] - rows[column]]
+
+
 def pareto_figure(main: pd.DataFrame, speed: pd.DataFrame, pdf: Path, png: Path) -> None:
     """Perplexity on the first evaluation set against decode speed at the largest benchmarked batch, per run: relative
-    to the dense model timed in the same rounds where it was, else in tokens/s."""
+    to the dense model timed in the same rounds where it was, else in tokens/s; bars from the lowest to the highest
+    calibration seed where the table has them."""
     ppl_col = next(c for c in main.columns if c.startswith("ppl_"))
     batch = int(speed["batch_size"].max())
     rows = speed[speed["batch_size"] == batch].merge(main, on=["model", "method", "block_size"])
@@ -68,7 +85,7 @@ def pareto_figure(main: pd.DataFrame, speed: pd.DataFrame, pdf: Path, png: Path)
     fig = Figure(figsize=(5.5, 3.8), layout="tight")
     ax = fig.subplots()
     for model, runs in rows.groupby("model"):
-        ax.scatter(runs[x], runs[ppl_col], label=model)
+        ax.errorbar(runs[x], runs[ppl_col], yerr=_seed_bars(runs, ppl_col), fmt="o", capsize=3, label=model)
         for i, (_, run) in enumerate(runs.sort_values(x).iterrows()):  # alternate sides: close points
             ax.annotate(method_label(run["method"], int(run["block_size"])), (run[x], run[ppl_col]),
                         textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=7)

@@ -38,36 +38,49 @@ def _optional(table: pd.DataFrame, column: str) -> pd.Series:
     return table[column] if column in table else pd.Series(float("nan"), index=table.index)
 
 
+def _seed_spread(table: pd.DataFrame, column: str, digits: int, scale: float = 1.0) -> list[str]:
+    """' [lowest–highest]' over the seeds of each row that ran more than one, else ''."""
+    seeds, low, high = _optional(table, "seeds"), _optional(table, f"{column}_min"), _optional(table, f"{column}_max")
+    return ["" if pd.isna(n) or n < 2 else f" [{_fmt(scale * lo, digits)}–{_fmt(scale * hi, digits)}]" for n, lo, hi in zip(seeds, low, high, strict=True)]
+
+
 def main_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """Perplexity (lower is better) with its bootstrap 95 % interval over evaluation windows: one row per method, one
-    column per model and evaluation set."""
+    """Perplexity (lower is better; the mean over calibration seeds, [lowest–highest seed] where several ran) with its
+    bootstrap 95 % interval over evaluation windows in parentheses: one row per method, one column per model and
+    evaluation set."""
     table = _by_method(table)
-    sets = [c for c in table.columns if c.startswith("ppl_")]
+    sets = [c for c in table.columns if c.startswith("ppl_") and not c.endswith(("_min", "_max"))]
     cells = table[["Method", "model"]].copy()
     for col in sets:
         name = col.removeprefix("ppl_")
-        bounds = zip(table[col], _optional(table, f"ci_lo_{name}"), _optional(table, f"ci_hi_{name}"), strict=True)
-        cells[col] = [_fmt(v, 2) + ("" if pd.isna(lo) else f" ({_fmt(lo, 2)}–{_fmt(hi, 2)})") for v, lo, hi in bounds]
+        bounds = zip(table[col], _seed_spread(table, col, 2), _optional(table, f"ci_lo_{name}"), _optional(table, f"ci_hi_{name}"), strict=True)
+        cells[col] = [_fmt(v, 2) + spread + ("" if pd.isna(lo) else f" ({_fmt(lo, 2)}–{_fmt(hi, 2)})") for v, spread, lo, hi in bounds]
     wide = cells.pivot_table(index="Method", columns="model", values=sets, aggfunc="first", sort=False)
     wide.columns = [f"{model} {col.removeprefix('ppl_')}" for col, model in wide.columns]
     return wide.reset_index().astype(str)
 
 
 def downstream_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy in % ± lm-eval's standard error (higher is better): one row per model and method, one column per task
-    and the mean."""
+    """Accuracy in % ± lm-eval's standard error (higher is better; the mean over calibration seeds, the mean score's
+    [lowest–highest seed] where several ran): one row per model and method, one column per task and the mean."""
     table = _by_method(table)
-    tasks = [c for c in table.columns if c not in ("model", "method", "block_size", "Method") and not c.endswith("_stderr")]
+    tasks = [c for c in table.columns if c not in ("model", "method", "block_size", "Method", "seeds") and not c.endswith(("_stderr", "_min", "_max"))]
     shown = table[["model", "Method"]].rename(columns={"model": "Model"})
     for task in tasks:
+        spread = _seed_spread(table, task, 2, 100) if task == "mean" else [""] * len(table)
         shown["Mean" if task == "mean" else task] = [
-            _fmt(100 * v, 2) + ("" if pd.isna(e) else f" ± {100 * e:.1f}") for v, e in zip(table[task], _optional(table, f"{task}_stderr"), strict=True)
+            _fmt(100 * v, 2) + ("" if pd.isna(e) else f" ± {100 * e:.1f}") + s for v, e, s in zip(table[task], _optional(table, f"{task}_stderr"), spread, strict=True)
         ]
     return shown.astype(str)
 
 
 def blocksize_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """ARMOR by block size: wrapper overhead in %, perplexity and perplexity relative to NoWag-P and dense."""
+    """ARMOR by block size: wrapper overhead in %, perplexity and perplexity relative to NoWag-P and dense (means over
+    calibration seeds, [lowest–highest seed] where several ran)."""
+    table = table.copy()
+    for col in [c for c in table.columns if "ppl_" in c and not c.endswith(("_min", "_max"))]:
+        table[col] = [_fmt(v, 3) + s for v, s in zip(table[col], _seed_spread(table, col, 3), strict=True)]
+    table = table.drop(columns=[c for c in table.columns if c.endswith(("_min", "_max")) or c == "seeds"])
     shown = table.rename(columns={"model": "Model", "block_size": "b", "proxy_loss": "proxy loss"})
     shown["overhead"] = [f"{100 * v:.2f}" for v in table["overhead"]]
     shown = shown.rename(columns={"overhead": "overhead (%)"})
@@ -76,7 +89,8 @@ def blocksize_layout(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def iterations_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """ARMOR over iterations: proxy loss relative to the start, and (relative) perplexity where measured."""
+    """ARMOR over iterations, per calibration seed: proxy loss relative to the start, and (relative) perplexity where
+    measured."""
     measured = table.dropna(subset=[next(c for c in table.columns if c.startswith("ppl_"))])
     shown = measured.rename(columns={"model": "Model", "block_size": "b", "proxy_loss": "proxy loss",
                                      "rel_proxy_loss": "rel. proxy loss", "rel_ppl": "rel. ppl"})

@@ -10,36 +10,59 @@ import torch
 from armor.evaluation.intervals import interval, resampled_ppl, resamples
 from armor.pipeline.checkpoint import atomic_write_text
 
-MAIN_COLUMNS = ["model", "method", "block_size"]
+KEYS = ["model", "method", "block_size"]  # a table cell: the seeds of a run are averaged into it
 SUMMARY_COLUMNS = ["proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]
 
 
 BASELINES = ("magnitude", "wanda", "sparsegpt", "nowag_p")  # what "the best baseline" of a model is chosen from
 
 
-def main_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path], window_nll: list[Path] | None = None) -> pd.DataFrame:
-    """One row per run: its keys, ppl_<set> per evaluation set, and the pruning summary; with the windows' NLLs also
-    each set's bootstrap intervals (`window_intervals`)."""
+def run_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path]) -> pd.DataFrame:
+    """One row per run (seed 0 where a run names none): its keys, ppl_<set> per evaluation set and the pruning summary."""
     rows = []
     for run, summary_path, ppl_path in zip(runs, summaries, perplexities, strict=True):
         summary = json.loads(Path(summary_path).read_text())
         ppl = json.loads(Path(ppl_path).read_text())
-        rows.append({**run, **{f"ppl_{k}": v for k, v in ppl.items()}, **{k: summary[k] for k in SUMMARY_COLUMNS}})
-    table = pd.DataFrame(rows)
-    return table if window_nll is None else pd.concat([table, window_intervals(table, window_nll)], axis=1)
+        rows.append({"seed": 0, **run, **{f"ppl_{k}": v for k, v in ppl.items()}, **{k: summary[k] for k in SUMMARY_COLUMNS}})
+    return pd.DataFrame(rows)[[*KEYS, "seed", *(c for c in rows[0] if c not in (*KEYS, "seed"))]]
 
 
-def window_intervals(table: pd.DataFrame, window_nll: list[Path]) -> pd.DataFrame:
-    """Per run and evaluation set: the bootstrap 95 % interval of its perplexity over windows (ci_lo_<set>, ci_hi_<set>),
-    the model's best baseline on that set (best_<set>: lowest perplexity of BASELINES) and the interval of the run's
-    perplexity minus that baseline's on the same resampled windows (vs_best_lo_<set>, vs_best_hi_<set>)."""
+def seed_summary(per_seed: pd.DataFrame, spread: list[str]) -> pd.DataFrame:
+    """One row per model × method × block size: how many seeds ran, each number's mean over them, and the lowest and
+    highest seed of each `spread` column (<column>_min, <column>_max)."""
+    groups = per_seed.groupby(KEYS, sort=False)
+    columns = {"seeds": groups.size()}
+    for col in [c for c in per_seed.columns if c not in (*KEYS, "seed")]:
+        numeric = pd.api.types.is_numeric_dtype(per_seed[col])
+        columns[col] = groups[col].mean() if numeric else groups[col].first()
+        if col in spread:
+            columns[f"{col}_min"], columns[f"{col}_max"] = groups[col].min(), groups[col].max()
+    return pd.DataFrame(columns).reset_index()
+
+
+def main_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path], window_nll: list[Path] | None = None) -> pd.DataFrame:
+    """One row per model × method × block size, averaged over its seeds (`seed_summary`); with the windows' NLLs also
+    each set's bootstrap intervals (`window_intervals`)."""
+    per_seed = run_table(runs, summaries, perplexities)
+    table = seed_summary(per_seed, _ppl_columns(per_seed))
+    return table if window_nll is None else pd.concat([table, window_intervals(per_seed, table, window_nll)], axis=1)
+
+
+def window_intervals(per_seed: pd.DataFrame, table: pd.DataFrame, window_nll: list[Path]) -> pd.DataFrame:
+    """Per table row and evaluation set: the bootstrap 95 % interval of its seeds' mean perplexity over windows
+    (ci_lo_<set>, ci_hi_<set>; every seed scored on the same resampled windows), the model's best baseline on that set
+    (best_<set>: lowest perplexity of BASELINES) and the interval of the row's perplexity minus that baseline's on the
+    same resamples (vs_best_lo_<set>, vs_best_hi_<set>)."""
     scored = [json.loads(Path(path).read_text()) for path in window_nll]
+    members = per_seed.groupby(KEYS).indices  # (model, method, block size) -> its seeds' rows
+    runs_of = {i: members[tuple(table.loc[i, KEYS])] for i in table.index}
     columns: dict[str, dict[int, float | str]] = {}
-    for name in (c.removeprefix("ppl_") for c in _ppl_columns(table)):
+    for name in (c.removeprefix("ppl_") for c in _ppl_columns(per_seed)):
         for _, rows in table.groupby("model", sort=False):
-            first = scored[rows.index[0]][name]
+            first = scored[runs_of[rows.index[0]][0]][name]
             draws = resamples(len(first["nll"]))
-            boot = {i: resampled_ppl(torch.tensor(scored[i][name]["nll"]), first["tokens_per_window"], draws) for i in rows.index}
+            boot = {i: torch.stack([resampled_ppl(torch.tensor(scored[j][name]["nll"]), first["tokens_per_window"], draws) for j in runs_of[i]]).mean(0)
+                    for i in rows.index}
             baselines = rows[rows["method"].isin(BASELINES)]
             best = baselines[f"ppl_{name}"].idxmin() if len(baselines) else None
             for i in rows.index:
@@ -58,16 +81,17 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def downstream_table(runs: list[dict[str, str | int]], scores: list[Path]) -> pd.DataFrame:
-    """One row per run: each task's score (a fraction) and their unweighted mean, then lm-eval's standard error of
-    each (`<task>_stderr`; the mean's from the tasks' as independent estimates)."""
+    """One row per model × method × block size: each task's score (a fraction) and their unweighted mean, then
+    lm-eval's standard error of each (`<task>_stderr`; the mean's from the tasks' as independent estimates), each
+    averaged over the seeds, and the mean score's lowest and highest seed (mean_min, mean_max)."""
     rows = []
     for run, path in zip(runs, scores, strict=True):
         results = json.loads(Path(path).read_text())
         tasks = {task: s["score"] for task, s in results.items()}
         errors = {f"{task}_stderr": s["stderr"] for task, s in results.items()}
         mean_stderr = math.sqrt(sum(e * e for e in errors.values())) / len(errors)
-        rows.append({**run, **tasks, "mean": sum(tasks.values()) / len(tasks), **errors, "mean_stderr": mean_stderr})
-    return pd.DataFrame(rows)
+        rows.append({"seed": 0, **run, **tasks, "mean": sum(tasks.values()) / len(tasks), **errors, "mean_stderr": mean_stderr})
+    return seed_summary(pd.DataFrame(rows), ["mean"])
 
 
 def _ppl_columns(table: pd.DataFrame) -> list[str]:
@@ -75,9 +99,12 @@ def _ppl_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("ppl_")]
 
 
-def _reference(main: pd.DataFrame, model: str, method: str, column: str) -> float:
-    """A reference run's value (dense or nowag_p) for one model; NaN when that method was not run."""
-    rows = main[(main["model"] == model) & (main["method"] == method)]
+def _reference(table: pd.DataFrame, run: pd.Series | dict, method: str, column: str) -> float:
+    """A reference run's value (dense or nowag_p) for a run's model, and its seed where the table has seeds and the
+    method reads calibration; NaN when that method was not run."""
+    rows = table[(table["model"] == run["model"]) & (table["method"] == method)]
+    if "seed" in table and method != "dense":
+        rows = rows[rows["seed"] == run["seed"]]
     return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
 
@@ -87,15 +114,19 @@ def relative_ppl(ppl: float, dense: float, start: float) -> float:
 
 
 def blocksize_table(main: pd.DataFrame) -> pd.DataFrame:
-    """ARMOR's rows of the main table by block size, with wrapper overhead and relative perplexity per set."""
+    """ARMOR's rows of the main table by block size, with wrapper overhead and relative perplexity per set (with its
+    lowest and highest seed where the main table has them)."""
     armor = main[main["method"] == "armor"].sort_values(["model", "block_size"])
     rows = []
     for _, run in armor.iterrows():
-        row = {"model": run["model"], "block_size": int(run["block_size"]), "overhead": run["overhead"], "proxy_loss": run["proxy_loss"]}
-        for col in _ppl_columns(main):
-            row[col] = run[col]
-            dense, start = (_reference(main, run["model"], m, col) for m in ("dense", "nowag_p"))
-            row[f"rel_{col}"] = relative_ppl(run[col], dense, start)
+        row = {"model": run["model"], "block_size": int(run["block_size"]), **({"seeds": int(run["seeds"])} if "seeds" in run else {}),
+               "overhead": run["overhead"], "proxy_loss": run["proxy_loss"]}
+        for col in [c for c in main.columns if c.startswith("ppl_") and not c.endswith(("_min", "_max"))]:
+            dense, start = (_reference(main, run, m, col) for m in ("dense", "nowag_p"))
+            for suffix in ("", "_min", "_max"):
+                if f"{col}{suffix}" in main:
+                    row[f"{col}{suffix}"] = run[f"{col}{suffix}"]
+                    row[f"rel_{col}{suffix}"] = relative_ppl(run[f"{col}{suffix}"], dense, start)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -106,23 +137,25 @@ def total_proxy_loss(trace: pd.DataFrame) -> pd.Series:
     return wide.sum(axis=1)
 
 
-def iterations_table(main: pd.DataFrame, runs: list[dict[str, str | int]], traces: list[Path], snapshots: list[Path], dataset: str) -> pd.DataFrame:
-    """Per ARMOR run and traced iteration: proxy loss relative to the start, and perplexity where it was measured.
+def iterations_table(per_seed: pd.DataFrame, runs: list[dict[str, str | int]], traces: list[Path], snapshots: list[Path], dataset: str) -> pd.DataFrame:
+    """Per ARMOR run (seed included) and traced iteration: proxy loss relative to the start, and perplexity where it
+    was measured.
 
-    Perplexity comes from the run's snapshots, from NoWag-P at iteration 0 (ARMOR's starting point) and from the
-    finished run at its last iteration; `rel_ppl` is relative_ppl of it.
+    Perplexity comes from the run's snapshots, from NoWag-P on the same seed at iteration 0 (ARMOR's starting point)
+    and from the finished run at its last iteration; `rel_ppl` is relative_ppl of it. `per_seed` is run_table's.
     """
     col = f"ppl_{dataset}"
     frames = []
     for run, trace_path, snapshot_path in zip(runs, traces, snapshots, strict=True):
         loss = total_proxy_loss(pd.read_csv(trace_path))
         ppl = {int(k): v for k, v in json.loads(Path(snapshot_path).read_text()).items()}
-        final = main[(main["model"] == run["model"]) & (main["method"] == "armor") & (main["block_size"] == int(run["block_size"]))]
-        dense, start = (_reference(main, str(run["model"]), m, col) for m in ("dense", "nowag_p"))
-        ppl |= {0: start, int(loss.index[-1]): float(final[col].iloc[0])}
+        run = {"seed": 0, **run}
+        final = per_seed[(per_seed["block_size"] == int(run["block_size"])) & (per_seed["method"] == "armor")]
+        dense, start = (_reference(per_seed, run, m, col) for m in ("dense", "nowag_p"))
+        ppl |= {0: start, int(loss.index[-1]): _reference(final, run, "armor", col)}
         frame = pd.DataFrame({"iteration": loss.index, "proxy_loss": loss.values, "rel_proxy_loss": loss.values / loss.iloc[0]})
         frame[col] = frame["iteration"].map(ppl)
         frame["rel_ppl"] = relative_ppl(frame[col], dense, start)
-        frames.append(frame.assign(model=run["model"], block_size=int(run["block_size"])))
+        frames.append(frame.assign(model=run["model"], block_size=int(run["block_size"]), seed=int(run["seed"])))
     table = pd.concat(frames, ignore_index=True)
-    return table[["model", "block_size", "iteration", "proxy_loss", "rel_proxy_loss", col, "rel_ppl"]]
+    return table[["model", "block_size", "seed", "iteration", "proxy_loss", "rel_proxy_loss", col, "rel_ppl"]]
