@@ -1,6 +1,7 @@
 """Provenance: the code state and environment behind every table."""
 
 import json
+import os
 import subprocess
 
 import torch
@@ -34,7 +35,7 @@ def test_provenance_record_and_footnote(tmp_path, monkeypatch):
     state = {"commit": "0123456789abcdef0123", "dirty": True, "config_hash": "fedcba9876543210"}
     record = write_provenance(tmp_path / "provenance.json", state, torch.device("cpu"))
     assert json.loads((tmp_path / "provenance.json").read_text()) == record
-    assert record["image"] == "host" and record["torch"] == torch.__version__ and "cpu" in record["device"]
+    assert record["image"] == "host" and record["torch"] == torch.__version__ and record["device"].endswith(f"{os.cpu_count()} cores")
     note = footnote(record)
     assert note.startswith("Provenance: commit 0123456789ab (uncommitted changes), config fedcba9876543210, torch ")
     monkeypatch.setenv(IMAGE_ENV, "sha256:abc")

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from armor.inference.speed import environment
+from armor.inference.speed import visible_gpus
 from armor.pipeline.checkpoint import atomic_write_json
 from armor.pipeline.fingerprint import digest
 
@@ -43,10 +43,19 @@ def _version(library: str) -> str:
         return "missing"
 
 
+def device_name(device: torch.device) -> str:
+    """The hardware a run computed on: the GPUs' name and count, or the CPU's model and core count."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} x{len(visible_gpus(device))}"
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.exists() else []
+    return f"{models[0] if models else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def write_provenance(path: Path, state: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Write results/provenance.json: the code state, library versions, Python, device and image; returns it."""
     record = {**state, **{library: _version(library) for library in LIBRARIES}, "python": platform.python_version(),
-              "device": environment(device)["device_name"], "image": os.environ.get(IMAGE_ENV, "host")}
+              "device": device_name(device), "image": os.environ.get(IMAGE_ENV, "host")}
     atomic_write_json(path, record)
     return record
 
