@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: demo demo-seeds readme-tables speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
+.PHONY: demo demo-seeds image image-cuda test-containers readme-tables speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ bench-gpu: $(STAMP)  ## on a CUDA GPU: fp16 layer speed at the Llama shapes, the
 
 test: $(STAMP)  ## the CI test set (everything not marked slow)
 	$(BIN)/pytest -m "not slow"
+
+image:  ## as root, with podman and debootstrap: the CPU image -> containers/armor-cpu.tar (docker-archive) and .digest
+	containers/build.sh cpu
+
+image-cuda:  ## the same recipe with the CUDA torch wheel (for GPU nodes) -> containers/armor-cuda.tar and .digest
+	containers/build.sh cuda
+
+test-containers: $(STAMP)  ## the tiny DAG with every rule inside the image of `make image`, its tables compared with a host run
+	ARMOR_REQUIRE_IMAGE=1 $(BIN)/pytest -m slow tests/test_containers.py
 
 test-all: $(STAMP)  ## every test, the slow SmolLM2 ones included
 	$(BIN)/pytest

@@ -5,10 +5,14 @@ import sys
 
 
 def setup(log_file: str | None = None) -> None:
-    """Log INFO and above with timestamps to stderr and, when given, to `log_file`."""
+    """Log INFO and above with timestamps to stderr and, when given, to `log_file`, starting with the software the step
+    runs in (image or host, torch, transformers)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file, mode="a"))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", handlers=handlers, force=True
     )
+    from armor.reporting.provenance import software  # torch and transformers: imported once logging is set up
+
+    logging.getLogger(__name__).info("software: %s", ", ".join(f"{k} {v}" for k, v in software().items()))

@@ -19,6 +19,7 @@ from armor.pipeline.blocks import WeightFiles, block_linears, decoder_layers, la
 from armor.pipeline.checkpoint import atomic_dir, atomic_write_json, atomic_write_text, read_meta, verify
 from armor.pipeline.faults import after_block
 from armor.pipeline.fingerprint import changed, digest
+from armor.reporting.provenance import software
 from armor.pipeline.models import dtype_name
 from armor.pipeline.prune import BLOCK_FILE, run_settings
 from armor.sparsity import zero_count
@@ -119,6 +120,7 @@ def assemble(
         "blocks": n_blocks,
         "layers": len(records),
         "fingerprint": fingerprint,
+        "software": software(),
     }
     if method == "armor":
         summary |= {key: sum(r[key] for r in records) for key in ("guard_rejected", "guard_skipped")}

@@ -3,6 +3,7 @@ config's hash, the library versions, the device and the container image. Written
 footnoted under every rendered table."""
 
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -11,11 +12,11 @@ from typing import Any
 
 import torch
 
-from armor.inference.speed import visible_gpus
 from armor.pipeline.checkpoint import atomic_write_json
 from armor.pipeline.fingerprint import digest
 
-IMAGE_ENV = "ARMOR_IMAGE_DIGEST"  # set by the container image to its own digest; "host" where it is absent
+IMAGE_ENV = "ARMOR_IMAGE_DIGEST"  # the image's digest, where the container runtime passes it in
+IMAGE_FILE = Path("/etc/armor-image.json")  # the image's own record, written by containers/Containerfile
 LIBRARIES = ("torch", "transformers", "lm_eval", "snakemake")
 
 
@@ -46,16 +47,32 @@ def _version(library: str) -> str:
 def device_name(device: torch.device) -> str:
     """The hardware a run computed on: the GPUs' name and count, or the CPU's model and core count."""
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} x{len(visible_gpus(device))}"
+        return f"{torch.cuda.get_device_name(device)} x{torch.cuda.device_count()}"
     cpuinfo = Path("/proc/cpuinfo")
     models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.exists() else []
     return f"{models[0] if models else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
+def image() -> str:
+    """The container image this process runs in: its digest where passed in (IMAGE_ENV), else its own record's name
+    and source commit, else "host"."""
+    if digest_env := os.environ.get(IMAGE_ENV):
+        return digest_env
+    if IMAGE_FILE.exists():
+        record = json.loads(IMAGE_FILE.read_text())
+        return f"{record['name']} from {record['source_commit'][:12]}"
+    return "host"
+
+
+def software() -> dict[str, str]:
+    """The software a step runs in: the image (or host), torch and transformers."""
+    return {"image": image(), "torch": torch.__version__, "transformers": _version("transformers")}
+
+
 def write_provenance(path: Path, state: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Write results/provenance.json: the code state, library versions, Python, device and image; returns it."""
     record = {**state, **{library: _version(library) for library in LIBRARIES}, "python": platform.python_version(),
-              "device": device_name(device), "image": os.environ.get(IMAGE_ENV, "host")}
+              "device": device_name(device), "image": image()}
     atomic_write_json(path, record)
     return record
 
