@@ -118,7 +118,7 @@ def test_build_and_speed_tables(workflow_dir):
     dense = speed[speed["method"] == "dense"]
     assert (dense["decode_vs_dense"] == 1).all() and (dense["prefill_vs_dense"] == 1).all()  # the reference is not timed against itself
     assert speed["decode_vs_dense"].notna().all()
-    assert {"device", "device_name", "gpus", "sparse_backend", "torch", "transformers"} <= set(speed.columns)
+    assert {"device", "device_name", "gpus", "sparse_backend", "image", "torch", "transformers"} <= set(speed.columns) and (speed["image"] == "host").all()
     assert (speed["sparse_backend"] == "none").all() and (speed["sparse_backend_reason"] == "no 2:4 kernels on cpu").all()
     assert (speed["dtype"] == "float32").all()  # speed.model_dtype applies on a GPU only
     disk = speed.drop_duplicates("method").set_index("method")["bytes_on_disk"]

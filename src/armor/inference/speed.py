@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 
 from armor.inference.armor_linear import ArmorLinear
 from armor.inference.packed import load_pruned, packed_bytes
 from armor.optimizer import blockdiag as bd
 from armor.pipeline.models import DTYPES, dtype_name
+from armor.reporting.provenance import software
 from armor.sparsity import mask_24
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,11 @@ def sparse_backend(device: torch.device) -> tuple[str, str]:
 
 
 def environment(device: torch.device) -> dict[str, str | int]:
-    """Device, GPU count, 2:4 backend and library versions, recorded in every benchmark row."""
+    """Device, GPU count, 2:4 backend, the image (or host) and library versions, recorded in every benchmark row."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} cpu x{torch.get_num_threads()}"
     backend, reason = sparse_backend(device)
     return {"device": device.type, "device_name": name, "gpus": len(visible_gpus(device)), "sparse_backend": backend,
-            "sparse_backend_reason": reason, "torch": torch.__version__, "transformers": transformers.__version__}
+            "sparse_backend_reason": reason, **software()}
 
 
 def synchronize(device: torch.device) -> None:
