@@ -87,8 +87,8 @@ def test_tiny_dag_through_slurm_resumes_a_timed_out_prune_job(slurm, tmp_path):
     table = pd.read_csv(work / "results/tables/main.csv")
     assert table["method"].tolist() == ["dense", "nowag_p"] and (table["ppl_news"] > 1).all()
     assert max(running) == 2, running  # both parts of the NoWag-P run were RUNNING at once
-    logs = work / ".snakemake/slurm_logs/rule_prune_part"
-    attempts = {part: sorted((logs / f"tiny-llama_nowag_p_0_{part}").glob("*.log"), key=lambda p: int(p.stem)) for part in (0, 1)}
+    logs = work / ".snakemake/slurm_logs/rule_prune_part"  # one folder per job: model_method_blocksize_seed_part
+    attempts = {part: sorted((logs / f"tiny-llama_nowag_p_0_0_{part}").glob("*.log"), key=lambda p: int(p.stem)) for part in (0, 1)}
     assert len(attempts[1]) == 1, attempts  # the short part finished in its first attempt ...
     assert len(attempts[0]) == 2, attempts  # ... and only the long one was resubmitted
     first, second = (p.read_text() for p in attempts[0])
