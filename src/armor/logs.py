@@ -3,6 +3,8 @@
 import logging
 import sys
 
+from armor.reporting.provenance import software
+
 
 def setup(log_file: str | None = None) -> None:
     """Log INFO and above with timestamps to stderr and, when given, to `log_file`, starting with the software the step
@@ -13,6 +15,4 @@ def setup(log_file: str | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", handlers=handlers, force=True
     )
-    from armor.reporting.provenance import software  # torch and transformers: imported once logging is set up
-
     logging.getLogger(__name__).info("software: %s", ", ".join(f"{k} {v}" for k, v in software().items()))
