@@ -7,7 +7,7 @@ import torch
 
 from armor.evaluation.intervals import interval, resampled_ppl, resamples
 from armor.evaluation.perplexity import ppl_of
-from armor.reporting.tables import main_table
+from armor.reporting.tables import main_table, run_table
 
 
 def _nll(windows: int, mean: float, seed: int) -> torch.Tensor:
@@ -41,7 +41,7 @@ def test_main_table_reports_intervals_and_the_paired_difference_to_the_best_base
         ppls[-1].write_text(json.dumps({"wiki": ppl_of(nlls[name], 63)}))
         windows.append(tmp_path / f"{name}.windows.json")
         windows[-1].write_text(json.dumps({"wiki": {"tokens_per_window": 63, "nll": nlls[name].tolist()}}))
-    table = main_table(runs, summaries, ppls, windows).set_index("method")
+    table = main_table(run_table(runs, summaries, ppls), windows).set_index("method")
     assert list(table.columns)[-5:] == ["ci_lo_wiki", "ci_hi_wiki", "best_wiki", "vs_best_lo_wiki", "vs_best_hi_wiki"]
     assert (table["ci_lo_wiki"] < table["ppl_wiki"]).all() and (table["ppl_wiki"] < table["ci_hi_wiki"]).all()
     assert (table["best_wiki"] == "sparsegpt").all()
@@ -61,7 +61,7 @@ def test_main_table_averages_seeds_and_bootstraps_their_mean(tmp_path):
                                      ("ppl", ppls, {"wiki": ppl_of(nll, 63)}), ("windows", windows, {"wiki": {"tokens_per_window": 63, "nll": nll.tolist()}})):
             paths.append(tmp_path / f"{i}.{name}.json")
             paths[-1].write_text(json.dumps(payload))
-    table = main_table(runs, summaries, ppls, windows).set_index("method")
+    table = main_table(run_table(runs, summaries, ppls), windows).set_index("method")
     armor = table.loc["armor"]
     seeds = [json.loads(p.read_text())["wiki"] for p in ppls[1:]]
     assert armor["seeds"] == 3 and table.loc["dense", "seeds"] == 1

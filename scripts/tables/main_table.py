@@ -6,8 +6,8 @@ from armor import logs
 from armor.reporting.tables import main_table, run_table, write_csv
 
 logs.setup(snakemake.log[0])
-inputs = (snakemake.params.runs, snakemake.input.summaries, snakemake.input.perplexities)
-table = main_table(*inputs, snakemake.input.window_nll)
-write_csv(run_table(*inputs), Path(snakemake.output.by_seed))
+per_seed = run_table(snakemake.params.runs, snakemake.input.summaries, snakemake.input.perplexities)
+table = main_table(per_seed, snakemake.input.window_nll)
+write_csv(per_seed, Path(snakemake.output.by_seed))
 write_csv(table, Path(snakemake.output.main))
 print(table.to_string(index=False))

@@ -19,9 +19,9 @@ from armor.pipeline.blocks import WeightFiles, block_linears, decoder_layers, la
 from armor.pipeline.checkpoint import atomic_dir, atomic_write_json, atomic_write_text, read_meta, verify
 from armor.pipeline.faults import after_block
 from armor.pipeline.fingerprint import changed, digest
-from armor.reporting.provenance import software
 from armor.pipeline.models import dtype_name
 from armor.pipeline.prune import BLOCK_FILE, run_settings
+from armor.reporting.provenance import software
 from armor.sparsity import zero_count
 
 log = logging.getLogger(__name__)

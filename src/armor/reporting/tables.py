@@ -40,10 +40,9 @@ def seed_summary(per_seed: pd.DataFrame, spread: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns).reset_index()
 
 
-def main_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path], window_nll: list[Path] | None = None) -> pd.DataFrame:
-    """One row per model × method × block size, averaged over its seeds (`seed_summary`); with the windows' NLLs also
-    each set's bootstrap intervals (`window_intervals`)."""
-    per_seed = run_table(runs, summaries, perplexities)
+def main_table(per_seed: pd.DataFrame, window_nll: list[Path] | None = None) -> pd.DataFrame:
+    """One row per model × method × block size of run_table's rows, averaged over its seeds (`seed_summary`); with the
+    windows' NLLs (in run_table's row order) also each set's bootstrap intervals (`window_intervals`)."""
     table = seed_summary(per_seed, _ppl_columns(per_seed))
     return table if window_nll is None else pd.concat([table, window_intervals(per_seed, table, window_nll)], axis=1)
 
