@@ -28,7 +28,8 @@ rule speed:
 
 rule speed_table:
     input:
-        run_files("speed.csv", FIRST_SEED_RUNS),
+        runs=run_files("speed.csv", FIRST_SEED_RUNS),
+        provenance="results/provenance.json",
     output:
         report(
             "results/tables/speed.csv",
@@ -50,6 +51,8 @@ rule speed_table:
 
 
 rule layer_speed:
+    input:
+        provenance="results/provenance.json",
     output:
         report(
             "results/tables/layer_speed.csv",

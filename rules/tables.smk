@@ -3,6 +3,7 @@ rule main_table:
         summaries=run_files("summary.json"),
         perplexities=run_files("perplexity.json"),
         window_nll=run_files("window_nll.json"),
+        provenance="results/provenance.json",
     output:
         main=report(
             "results/tables/main.csv",
@@ -33,7 +34,8 @@ rule main_table:
 
 rule downstream_table:
     input:
-        run_files("downstream.json"),
+        runs=run_files("downstream.json"),
+        provenance="results/provenance.json",
     output:
         report(
             "results/tables/downstream.csv",
@@ -58,7 +60,8 @@ rule downstream_table:
 
 rule blocksize_table:
     input:
-        "results/tables/main.csv",
+        main="results/tables/main.csv",
+        provenance="results/provenance.json",
     output:
         report(
             "results/tables/blocksize.csv",
@@ -84,6 +87,7 @@ rule iterations_table:
         by_seed="results/tables/main_by_seed.csv",
         traces=run_files("trace.csv", ARMOR_RUNS),
         snapshots=run_files("snapshots.json", ARMOR_RUNS),
+        provenance="results/provenance.json",
     output:
         report(
             "results/tables/iterations.csv",

@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 
+import pandas as pd
 import torch
 
-from armor.reporting.provenance import IMAGE_ENV, code_state, footnote, write_provenance
+from armor.reporting.provenance import IMAGE_ENV, code_state, footnote, stamped, write_provenance
+from armor.reporting.render import render
 
 
 def _git(repo, *args):
@@ -40,3 +42,16 @@ def test_provenance_record_and_footnote(tmp_path, monkeypatch):
     assert note.startswith("Provenance: commit 0123456789ab (uncommitted changes), config fedcba9876543210, torch ")
     monkeypatch.setenv(IMAGE_ENV, "sha256:abc")
     assert write_provenance(tmp_path / "p2.json", state, torch.device("cpu"))["image"] == "sha256:abc"
+
+
+def test_table_csvs_carry_the_provenance_and_rendering_leaves_it_to_the_footnote(tmp_path):
+    state = {"commit": "0123456789abcdef0123", "dirty": False, "config_hash": "fedcba9876543210"}
+    write_provenance(tmp_path / "provenance.json", state, torch.device("cpu"))
+    runs = pd.DataFrame({"model": ["m", "m"], "method": ["dense", "armor"], "block_size": [0, 16], "commit": ["old", "old"]})
+    table = stamped(runs, tmp_path / "provenance.json")
+    assert list(table.columns) == ["model", "method", "block_size", "commit", "dirty", "config_hash"]  # a stale stamp is replaced
+    assert table[["commit", "dirty", "config_hash"]].drop_duplicates().values.tolist() == [list(state.values())]
+    downstream = table.assign(seeds=1, a=[0.5, 0.6], mean=[0.5, 0.6], a_stderr=0.05, mean_stderr=0.05)
+    downstream.to_csv(tmp_path / "downstream.csv", index=False)
+    shown = render("downstream", tmp_path / "downstream.csv", tmp_path / "d.md", tmp_path / "d.tex")
+    assert list(shown.columns) == ["Model", "Method", "a", "Mean"]

@@ -42,7 +42,7 @@ def workflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_main_table_has_a_row_per_method(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/main.csv")
     assert list(table.columns) == ["model", "method", "block_size", "seeds", "ppl_news", "ppl_news_min", "ppl_news_max", "proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode",
-                                   "ci_lo_news", "ci_hi_news", "best_news", "vs_best_lo_news", "vs_best_hi_news"]
+                                   "ci_lo_news", "ci_hi_news", "best_news", "vs_best_lo_news", "vs_best_hi_news", "commit", "dirty", "config_hash"]
     assert ((table["ci_lo_news"] < table["ppl_news"]) & (table["ppl_news"] < table["ci_hi_news"])).all()
     windows = json.loads((workflow_dir / "results/runs/tiny-llama/armor/b16-s0/window_nll.json").read_text())["news"]
     assert len(windows["nll"]) == 4 and windows["tokens_per_window"] == 63  # max_windows 4 of seqlen 64
@@ -133,7 +133,8 @@ def test_build_and_speed_tables(workflow_dir):
 
 def test_downstream_table_scores_every_run(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/downstream.csv")
-    assert list(table.columns) == ["model", "method", "block_size", "seeds", "analogy", "news_cloze", "mean", "mean_min", "mean_max", "analogy_stderr", "news_cloze_stderr", "mean_stderr"]
+    assert list(table.columns) == ["model", "method", "block_size", "seeds", "analogy", "news_cloze", "mean", "mean_min", "mean_max", "analogy_stderr", "news_cloze_stderr", "mean_stderr",
+                                   "commit", "dirty", "config_hash"]
     assert (table[["analogy_stderr", "news_cloze_stderr", "mean_stderr"]] >= 0).all().all()  # lm-eval's, carried over (NaN fails)
     assert table["method"].tolist() == METHODS
     assert table[["analogy", "news_cloze"]].isin([i / 8 for i in range(9)]).all().all()  # 8 items per task
@@ -211,9 +212,14 @@ def test_a_settings_change_reruns_the_jobs_it_determines(workflow_dir, tmp_path)
     assert all("method=armor" in body for rule, body in jobs if rule in ("prune_part", "prune_chain", "assemble"))
 
 
-def test_every_rendered_table_names_the_commit_and_config_it_came_from(workflow_dir):
+def test_every_table_names_the_commit_and_config_it_came_from(workflow_dir):
     record = json.loads((workflow_dir / "results/provenance.json").read_text())
     assert record["commit"] != "" and len(record["config_hash"]) == 16 and record["image"] == "host"
+    tables = sorted((workflow_dir / "results/tables").glob("*.csv"))
+    assert len(tables) == 7  # main, main_by_seed, downstream, blocksize, iterations, speed, layer_speed
+    for path in tables:
+        stamp = pd.read_csv(path, dtype={"commit": str, "config_hash": str})[["commit", "dirty", "config_hash"]].drop_duplicates()
+        assert stamp.values.tolist() == [[record["commit"], record["dirty"], record["config_hash"]]], path.name
     rendered = sorted((workflow_dir / "results/tables").glob("*.md")) + sorted((workflow_dir / "results/tables").glob("*.tex"))
     assert len(rendered) == 2 * 5
     for path in rendered:

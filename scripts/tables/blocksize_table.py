@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from armor import logs
+from armor.reporting.provenance import stamped
 from armor.reporting.tables import blocksize_table, write_csv
 
 logs.setup(snakemake.log[0])
-write_csv(blocksize_table(pd.read_csv(snakemake.input[0])), Path(snakemake.output[0]))
+write_csv(stamped(blocksize_table(pd.read_csv(snakemake.input.main)), Path(snakemake.input.provenance)), Path(snakemake.output[0]))

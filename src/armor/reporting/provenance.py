@@ -1,6 +1,6 @@
 """What produced a workflow's results: the code's git commit (and whether it had uncommitted changes), the effective
-config's hash, the library versions, the device and the container image. Written to results/provenance.json and
-footnoted under every rendered table."""
+config's hash, the library versions, the device and the container image. Written to results/provenance.json,
+footnoted under every rendered table, and its commit, dirty flag and config hash are the last columns of every table CSV."""
 
 import importlib.metadata
 import json
@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from armor.pipeline.checkpoint import atomic_write_json
@@ -18,6 +19,7 @@ from armor.pipeline.fingerprint import digest
 IMAGE_ENV = "ARMOR_IMAGE_DIGEST"  # the image's digest, where the container runtime passes it in
 IMAGE_FILE = Path("/etc/armor-image.json")  # the image's own record, written by containers/Containerfile
 LIBRARIES = ("torch", "transformers", "lm_eval", "snakemake")
+COLUMNS = ("commit", "dirty", "config_hash")  # what every table CSV carries of results/provenance.json
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -82,3 +84,10 @@ def footnote(record: dict[str, Any]) -> str:
     commit = record["commit"][:12] + (" (uncommitted changes)" if record["dirty"] else "")
     return (f"Provenance: commit {commit}, config {record['config_hash']}, torch {record['torch']}, transformers "
             f"{record['transformers']}, lm-eval {record['lm_eval']}, {record['device']}, image {record['image']}.")
+
+
+def stamped(table: pd.DataFrame, provenance: Path) -> pd.DataFrame:
+    """The table with the commit, dirty flag and config hash of a provenance record (results/provenance.json) as its
+    last columns."""
+    record = json.loads(provenance.read_text())
+    return table.drop(columns=list(COLUMNS), errors="ignore").assign(**{column: record[column] for column in COLUMNS})

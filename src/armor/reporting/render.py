@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from armor.pipeline.checkpoint import atomic_write_text
+from armor.reporting.provenance import COLUMNS as PROVENANCE_COLUMNS
 
 METHOD_NAMES = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "nowag_p": "NoWag-P", "armor": "ARMOR"}
 METHOD_ORDER = list(METHOD_NAMES)
@@ -159,7 +160,7 @@ def render(name: str, csv: Path, markdown: Path, latex: Path, note: str = "") ->
     """Render one table CSV in its paper layout to Markdown and LaTeX files, with `note` (its provenance) under the
     table; returns the displayed frame."""
     layout = LAYOUTS[name]
-    shown = layout(pd.read_csv(csv))
+    shown = layout(pd.read_csv(csv).drop(columns=list(PROVENANCE_COLUMNS), errors="ignore"))
     caption = " ".join((layout.__doc__ or name).split())
     atomic_write_text(markdown, f"{caption}\n\n{to_markdown(shown)}" + (f"\n{note}\n" if note else ""))
     atomic_write_text(latex, to_latex(shown, caption, note))
