@@ -225,3 +225,19 @@ def test_a_corrupted_statistics_file_is_named(tiny, tmp_path):
     with pytest.raises(ValueError, match=rf"checksum mismatch or missing checksum for {re.escape(str(stats))}"):
         prune_part(folder, "float32", "magnitude", {}, [0, 1, 2], tmp_path / "calib", tmp_path / "ckpt", tmp_path / "out", CPU)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_documented_fault_matrix_names_existing_tests_and_every_matrix_test():
+    doc = (ROOT / "docs" / "faults.md").read_text().split("## The fault matrix of the block pipeline", 1)[1]
+    rows = [line.split(" | ")[-1] for line in doc.splitlines() if line.startswith("| ") and "`" in line.split(" | ")[-1]]
+    named = set()
+    for cell in rows:
+        for ref in re.findall(r"`([^`]+)`", cell):
+            path, _, test = ref.partition("::") if ref.startswith("tests/") else ("tests/test_faults.py", "", ref)
+            source = (ROOT / path).read_text()
+            assert not test or f"def {test}(" in source, f"docs/faults.md names {ref}, which does not exist"
+            if path == "tests/test_faults.py":
+                named.add(test)
+    matrix = Path(__file__).read_text().split("# The fault matrix of the block pipeline", 1)[1]
+    tests = set(re.findall(r"^def (test_\w+)\(", matrix, re.M)) - {"test_the_documented_fault_matrix_names_existing_tests_and_every_matrix_test"}
+    assert tests <= named, f"fault-matrix tests missing from docs/faults.md: {sorted(tests - named)}"
