@@ -30,10 +30,11 @@ fi
 
 build=(--build-arg "VARIANT=$variant" --build-arg "TORCH_PIN=$torch_pin" --build-arg "TORCH_INDEX=$torch_index"
        --build-arg "SOURCE_COMMIT=$(git rev-parse HEAD 2> /dev/null || echo unknown)")
-# this machine's pip settings, when it has them: a folder of local wheels (the CPU torch) and a TLS bundle
-if [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
+# this machine's pip settings, when it has them: a folder of local wheels (the CPU torch) and a TLS bundle. The CUDA
+# variant leaves the wheels out: its pin torch==2.13.0 would also match a local 2.13.0+cpu wheel there
+if [ "$variant" = cpu ] && [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
   build+=(--volume "$PIP_FIND_LINKS:/run/wheels:ro" --build-arg PIP_FIND_LINKS=/run/wheels)
-  if [ "$variant" = cpu ] && compgen -G "$PIP_FIND_LINKS/torch-2.13.0+cpu-*.whl" > /dev/null; then
+  if compgen -G "$PIP_FIND_LINKS/torch-2.13.0+cpu-*.whl" > /dev/null; then
     build+=(--build-arg TORCH_INDEX=)
   fi
 fi
