@@ -35,7 +35,7 @@ speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer
 
 bench-armor: $(STAMP)  ## every solver's loss against time and time to Adam's loss on SmolLM2, and ms per iteration (CPU, and GPU when present)
 	$(BIN)/python -m armor.bench.convergence
-	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 128 --solvers adam exact sweep
+	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 128 --solvers adam exact sweep gauss_newton
 
 bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the paper grid, and its projected wall time on 16 workers
 	$(BIN)/python -m armor.bench.iteration --out results/benchmarks/grid_iteration.csv
@@ -48,7 +48,7 @@ bench-gpu: $(STAMP)  ## on a CUDA GPU: fp16 layer speed at the Llama shapes, the
 	$(BIN)/pytest tests/test_gpu.py
 	$(SNAKEMAKE) results/tables/layer_speed.csv --forcerun layer_speed
 	$(SNAKEMAKE) results/tables/speed.csv --configfile config/demo.yaml --forcerun speed
-	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solvers adam exact sweep --out results/benchmarks/gpu_iteration.csv
+	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solvers adam exact sweep gauss_newton --out results/benchmarks/gpu_iteration.csv
 
 test: $(STAMP)  ## the CI test set (everything not marked slow)
 	$(BIN)/pytest -m "not slow"

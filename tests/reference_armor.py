@@ -1,6 +1,6 @@
 """A deliberately plain ARMOR iteration, one layer at a time, to check the batched optimiser against.
 
-Dense matrices built with torch.block_diag, autograd for every gradient and Hessian product, torch.optim.Adam
+Dense matrices built with torch.block_diag, autograd for every gradient, Hessian product and Jacobian, torch.optim.Adam
 (neither fused nor foreach), Python loops over block pairs and groups, and torch.linalg.lstsq for every least-squares
 problem. Slow and obviously right; nothing here is shared with src/armor/optimizer.
 """
@@ -28,6 +28,7 @@ class ReferenceLayer:
         self.adam: torch.optim.Adam | None = None
         self.previous: list[Tensor] | None = None  # the sweep solver's last point: A blocks, B blocks, values
         self.beta = 1.0
+        self.damping, self.gauss_newton_steps = 1e-2, 0  # the Gauss–Newton solver's λ and step count
 
     def to(self, dtype: torch.dtype) -> "ReferenceLayer":
         """The same layer with every tensor in `dtype`."""
@@ -152,16 +153,65 @@ class ReferenceLayer:
                     self.mask[row, col + k] = True
                     self.values[row, col + k] = v
 
-    def sweep_step(self) -> None:
-        """Least-squares A blocks, least-squares B blocks, then every group re-solved by brute force, one pair at a time
-        and row by row within a pair, then the extrapolation."""
+    def _weighted_residual(self, a_blocks: list[Tensor], b_blocks: list[Tensor], values: Tensor) -> Tensor:
+        """(A · (V ⊙ M) · B − W̄) ⊙ √h, flattened, as a function of the blocks and the core values."""
+        core = values * self.mask
+        return ((torch.block_diag(*a_blocks) @ core @ torch.block_diag(*b_blocks) - self.w_bar) * self.h.sqrt()).flatten()
+
+    def gauss_newton_step(self, cg_steps: int, sweep_every: int) -> None:
+        """A Levenberg–Marquardt step by dense Jacobian and plain preconditioned CG, kept only if the loss did not rise;
+        every `sweep_every` steps (from the first) every group re-solved by brute force."""
+        n_a, n_b = len(self.a_blocks), len(self.b_blocks)
+        point = [x.detach() for x in self.a_blocks + self.b_blocks + [self.values]]
+
+        def residual(*x: Tensor) -> Tensor:
+            """The weighted residual at a point given as a flat argument list."""
+            return self._weighted_residual(list(x[:n_a]), list(x[n_a : n_a + n_b]), x[-1])
+
+        jac = torch.cat([j.flatten(1) for j in torch.autograd.functional.jacobian(residual, tuple(point), vectorize=True)], 1)  # (d_out·d_in, n)
+        gram = jac.T @ jac
+        diag = gram.diagonal()
+        system = gram + self.damping * torch.diag(diag)
+        precondition = diag * (1 + self.damping) + 1e-30
+        r = -jac.T @ residual(*point).detach()
+        x, z = torch.zeros_like(r), r / precondition
+        d, rz = z.clone(), r @ z
+        for _ in range(cg_steps):
+            product = system @ d
+            curvature = d @ product
+            alpha = rz / curvature if curvature > 0 else torch.zeros(())
+            x, r = x + alpha * d, r - alpha * product
+            z = r / precondition
+            rz_next = r @ z
+            d, rz = z + (rz_next / rz if rz > 0 else 0.0) * d, rz_next
+        start = self.loss()
+        reached = self._point()
+        moved, offset = [], 0
+        for value in point:
+            moved.append(value + x[offset : offset + value.numel()].view(value.shape))
+            offset += value.numel()
+        self._set_point(moved)
+        if self.loss() > start:
+            self._set_point(reached)
+        self.damping = self.damping / 3 if self.loss() < start else self.damping * 4
+        self.gauss_newton_steps += 1
+        if (self.gauss_newton_steps - 1) % sweep_every == 0:
+            self._sweep_groups()
+
+    def _sweep_groups(self) -> None:
+        """Every group re-solved by brute force, one pair at a time and row by row within a pair."""
         d_out, d_in = self.w_bar.shape
-        self.exact_step(0)
         for p in range(math.ceil(d_out / self.b)):
             for u in range(math.ceil(d_in / self.unit)):
                 for row in range(p * self.b, min((p + 1) * self.b, d_out)):
                     for col in range(u * self.unit, min((u + 1) * self.unit, d_in), GROUP):
                         self._solve_group(row, col)
+
+    def sweep_step(self) -> None:
+        """Least-squares A blocks, least-squares B blocks, then every group re-solved by brute force, one pair at a time
+        and row by row within a pair, then the extrapolation."""
+        self.exact_step(0)
+        self._sweep_groups()
         self._extrapolate()
 
     def _point(self) -> list[Tensor]:
@@ -190,12 +240,14 @@ class ReferenceLayer:
                 self.beta = max(self.beta * 0.5, 0.25)
         self.previous = reached
 
-    def iterate(self, solver: str, lr: float, cg_steps: int, sparse_steps: int) -> float:
+    def iterate(self, solver: str, lr: float, cg_steps: int, sparse_steps: int, sweep_every: int = 3) -> float:
         """One iteration (the solver's step, then the sparse steps); returns the loss after it."""
         if solver == "adam":
             self.adam_step(lr)
         elif solver == "sweep":
             self.sweep_step()
+        elif solver == "gauss_newton":
+            self.gauss_newton_step(cg_steps, sweep_every)
         else:
             self.exact_step(cg_steps)
         self.sparse_step(sparse_steps)

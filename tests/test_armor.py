@@ -63,7 +63,7 @@ def _reference(prob: Problem, i: int) -> ReferenceLayer:
 SHAPES = [(24, 40, 8), (20, 36, 8), (18, 36, 6)]  # whole blocks; ragged rows and columns; b not a multiple of 4
 
 
-@pytest.mark.parametrize("solver", ["adam", "exact", "sweep"])
+@pytest.mark.parametrize("solver", ["adam", "exact", "sweep", "gauss_newton"])
 @pytest.mark.parametrize(("d_out", "d_in", "b"), SHAPES)
 def test_batched_solver_follows_the_plain_reference_for_60_iterations(solver, d_out, d_in, b):
     w, h = _layers(2, d_out, d_in)
@@ -75,7 +75,7 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
     _perturb(prob)
     layers = prob.layers
     refs = [_reference(prob, i) for i in range(layers)]
-    sparse_steps = 0 if solver == "sweep" else 2  # a sweep visits every group itself
+    sparse_steps = 0 if solver in ("sweep", "gauss_newton") else 2  # a sweep visits every group itself
     opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, sparse_steps=sparse_steps, selection="gradient_greedy")
     state = solver_state(prob, opts)
     counts = GuardCounts(torch.zeros(layers, dtype=torch.long), torch.zeros(layers, dtype=torch.long))
@@ -87,7 +87,7 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
         before_mask = prob.mask.clone()
         iterate(prob, opts, active, state, counts)
         changed += int((prob.mask != before_mask).any())
-        expected = torch.tensor([r.iterate(solver, opts.lr, opts.cg_steps, opts.sparse_steps) for r in refs], dtype=torch.float64)
+        expected = torch.tensor([r.iterate(solver, opts.lr, opts.cg_steps, opts.sparse_steps, opts.sweep_every) for r in refs], dtype=torch.float64)
         assert torch.allclose(prob.loss, expected, rtol=rtol, atol=0), (step, prob.loss, expected)
         losses.append(prob.loss.clone())
     assert changed >= 5  # the sparse step really changed patterns along the way
@@ -95,7 +95,7 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
     return losses
 
 
-@pytest.mark.parametrize("solver", ["adam", "exact", "sweep"])
+@pytest.mark.parametrize("solver", ["adam", "exact", "sweep", "gauss_newton"])
 def test_non_contiguous_inputs_give_the_same_iterations(solver):
     w, h = _layers(2, 20, 36)
     w_strided = w.transpose(1, 2).contiguous().transpose(1, 2)  # same values, column-major storage
@@ -209,6 +209,14 @@ def test_exact_solver_is_monotone_and_ends_far_below_nowag(selection):
 def test_sweep_solver_is_monotone_and_ends_far_below_nowag():
     w, h = _layers(2, 20, 36, dtype=torch.float32)
     out = optimize(w, h, Options(block_size=6, iterations=50, solver="sweep", trace_every=1))
+    assert (out.trace[1:] <= out.trace[:-1]).all()
+    assert (out.trace[-1] < 0.6 * out.trace[0]).all()
+    assert all(is_24(layer["core"]) for layer in out.factors)
+
+
+def test_gauss_newton_solver_is_monotone_and_ends_far_below_nowag():
+    w, h = _layers(2, 20, 36, dtype=torch.float32)
+    out = optimize(w, h, Options(block_size=6, iterations=50, solver="gauss_newton", trace_every=1))
     assert (out.trace[1:] <= out.trace[:-1]).all()
     assert (out.trace[-1] < 0.6 * out.trace[0]).all()
     assert all(is_24(layer["core"]) for layer in out.factors)

@@ -87,7 +87,7 @@ def trajectory(run: Run, label: str, part: str, iterations: int | None = None, s
     """Iterate until the iteration count, the time budget or the target loss; loss against cumulative time."""
     layers = sum(p.layers for p in run.problems)
     rows = [{"part": part, "solver": label, "layers": layers, "iteration": 0, "seconds": 0.0, "proxy_loss": run.loss()}]
-    record = max(1, RECORD_EVERY // (10 if run.opts.solver == "sweep" else 1))  # a sweep iteration costs some 30 of Adam's
+    record = 1 if run.opts.solver in ("sweep", "gauss_newton") else RECORD_EVERY  # their iterations cost some 5-30 of Adam's
     elapsed, it = 0.0, 0
     while True:
         start = time.perf_counter()
@@ -104,7 +104,8 @@ def trajectory(run: Run, label: str, part: str, iterations: int | None = None, s
 
 def solvers(lr: float) -> dict[str, dict]:
     """The solvers compared, Adam (the reference, at learning rate `lr`) first."""
-    return {f"adam lr={lr:g}": {"solver": "adam", "lr": lr}, "sweep": {"solver": "sweep"}, "exact": {"solver": "exact"}}
+    return {f"adam lr={lr:g}": {"solver": "adam", "lr": lr}, "sweep": {"solver": "sweep"}, "gauss_newton": {"solver": "gauss_newton"},
+            "exact": {"solver": "exact"}}
 
 
 def time_to_target(weights: torch.Tensor, h: torch.Tensor, part: dict, iterations: int, cap: float, lr: float = 1e-3) -> list[dict]:

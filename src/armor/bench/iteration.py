@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_iteration.csv"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--solvers", nargs="+", default=["adam"], choices=["adam", "exact", "sweep"])
+    parser.add_argument("--solvers", nargs="+", default=["adam"], choices=["adam", "exact", "sweep", "gauss_newton"])
     parser.add_argument("--iterations", type=int, default=3)
     args = parser.parse_args()
     logs.setup()

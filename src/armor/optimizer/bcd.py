@@ -10,12 +10,14 @@ from torch import Tensor
 from armor.config import SCHEMA, check_options
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.exact import exact_step
+from armor.optimizer.gauss_newton import Damping, gauss_newton_step
 from armor.optimizer.problem import Problem
 from armor.optimizer.sweep import Extrapolation, sweep_step
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16, "sweep": 0}  # a sweep already re-solves every group
+DEFAULT_SPARSE_STEPS = {"adam": 1, "exact": 16, "sweep": 0, "gauss_newton": 0}  # a sweep already re-solves every group
+DEFAULT_CG_STEPS = {"adam": 0, "exact": 1, "sweep": 0, "gauss_newton": 20}
 RUN_OPTIONS = {  # what a run adds to the armor section: one of block_sizes, and the calibration seed
     "block_size": SCHEMA["properties"]["block_sizes"]["items"],
     "seed": SCHEMA["properties"]["calibration"]["properties"]["seeds"]["items"],
@@ -28,9 +30,10 @@ class Options:
 
     block_size: int = 128
     iterations: int = 20000
-    solver: str = "adam"  # adam: the paper's; exact, sweep: closed-form A, B and CG or a sweep of every group (ours)
+    solver: str = "adam"  # adam: the paper's; ours: exact, sweep (closed-form A, B and CG or a sweep of every group), gauss_newton
     lr: float = 1e-4
-    cg_steps: int = 1
+    cg_steps: int | None = None  # CG steps per iteration; None: 1 for exact, 20 for gauss_newton
+    sweep_every: int = 3  # gauss_newton: a sweep over every group after every this many steps
     sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact, 0 for sweep
     selection: str = "gradient_random"
     rtol: float = 1e-6
@@ -57,6 +60,8 @@ class Options:
         self.snapshots = tuple(self.snapshots)
         if self.sparse_steps is None:
             self.sparse_steps = DEFAULT_SPARSE_STEPS[self.solver]
+        if self.cg_steps is None:
+            self.cg_steps = DEFAULT_CG_STEPS[self.solver]
 
 
 @dataclass
@@ -71,13 +76,15 @@ class Outcome:
     iterations: Tensor  # (L,) iterations each layer ran before it converged or the budget ended
 
 
-SolverState = LayerAdam | Extrapolation | None
+SolverState = LayerAdam | Extrapolation | Damping | None
 
 
 def solver_state(prob: Problem, opts: Options) -> SolverState:
-    """What the solver carries between iterations: Adam's moments, the sweep's extrapolation, or nothing."""
+    """What the solver carries between iterations: Adam's moments, the sweep's extrapolation, the damping, or nothing."""
     if opts.solver == "adam":
         return LayerAdam(prob.params(), opts.lr)
+    if opts.solver == "gauss_newton":
+        return Damping.start(prob)
     return Extrapolation.start(prob) if opts.solver == "sweep" else None
 
 
@@ -88,6 +95,8 @@ def iterate(prob: Problem, opts: Options, active: Tensor, state: SolverState, co
         adam_step(prob, state, active, opts.guard, opts.guard_retries, counts)
     elif isinstance(state, Extrapolation):
         sweep_step(prob, active, state)
+    elif isinstance(state, Damping):
+        gauss_newton_step(prob, active, state, opts.cg_steps, opts.sweep_every)
     else:
         exact_step(prob, opts.cg_steps, active)
     for choice in prob.select(prob.core_gradient(), opts.selection, opts.sparse_steps) if opts.sparse_steps else ():

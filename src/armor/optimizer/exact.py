@@ -11,6 +11,7 @@ Each part is a minimisation, so the loss cannot rise; a layer whose loss still r
 import torch
 from torch import Tensor
 
+from armor.optimizer.monotone import guarded
 from armor.optimizer.problem import Problem
 
 RIDGE = 1e-9  # relative to the mean diagonal of each Gram matrix; Grams are solved in float64
@@ -73,13 +74,11 @@ def conjugate_gradient_core(prob: Problem, steps: int, active: Tensor) -> None:
 
 def exact_step(prob: Problem, cg_steps: int, active: Tensor) -> None:
     """A, B and core updates in turn for the active layers; a layer whose loss rose by rounding is restored."""
-    before = {k: v.clone() for k, v in prob.params().items()}
-    start = prob.loss
-    update_a(prob)
-    update_b(prob)
-    conjugate_gradient_core(prob, cg_steps, active)
-    restore = ~active | (prob.loss > start)
-    if restore.any():
-        for name, value in prob.params().items():
-            value[restore] = before[name][restore]
-        prob.refresh()
+
+    def step(p: Problem) -> None:
+        """The three minimisations."""
+        update_a(p)
+        update_b(p)
+        conjugate_gradient_core(p, cg_steps, active)
+
+    guarded(prob, active, step)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from armor.optimizer import blockdiag as bd
 from armor.optimizer.exact import update_a, update_b
+from armor.optimizer.monotone import guarded, where_layers
 from armor.optimizer.problem import Problem
 from armor.optimizer.sparse_core import best_patterns, pattern_systems
 from armor.sparsity import GROUP
@@ -94,11 +95,6 @@ class Extrapolation:
         return cls({}, torch.full((prob.layers,), BETA_START, dtype=torch.float64, device=prob.a.device))
 
 
-def _where_layers(select: Tensor, x: Tensor, y: Tensor) -> Tensor:
-    """x for the selected layers (bool (L,)), y elsewhere."""
-    return torch.where(select.view(-1, *([1] * (x.dim() - 1))), x, y)
-
-
 def _extrapolate(prob: Problem, state: Extrapolation, active: Tensor) -> None:
     """Try x + β (x − x_prev) on A, B and the kept core values; keep it where the loss falls, adapt β per layer."""
     reached = {k: v.clone() for k, v in prob.params().items()}
@@ -111,7 +107,7 @@ def _extrapolate(prob: Problem, state: Extrapolation, active: Tensor) -> None:
         prob.refresh()
         better = active & (prob.loss < start)
         for name, value in prob.params().items():
-            value.copy_(_where_layers(better, value, reached[name]))
+            value.copy_(where_layers(better, value, reached[name]))
         prob.refresh()
         grown = (state.beta * BETA_GROW).clamp(max=BETA_MAX)
         state.beta = torch.where(better, grown, (state.beta * BETA_SHRINK).clamp(min=BETA_MIN))
@@ -119,20 +115,17 @@ def _extrapolate(prob: Problem, state: Extrapolation, active: Tensor) -> None:
     state.previous = reached
 
 
+def _closed_form_and_sweep(prob: Problem) -> None:
+    """Closed-form A, closed-form B, then one sweep over every group."""
+    update_a(prob)
+    update_b(prob)
+    sweep(prob)
+
+
 def sweep_step(prob: Problem, active: Tensor, state: Extrapolation) -> None:
     """Closed-form A, closed-form B, one sweep over every group and the guarded extrapolation, for the active layers.
 
     A layer that is inactive, or whose loss rose by rounding, is restored to where it was.
     """
-    before = {k: v.clone() for k, v in prob.params().items()}
-    before_mask, start = prob.mask.clone(), prob.loss
-    update_a(prob)
-    update_b(prob)
-    sweep(prob)
-    restore = ~active | (prob.loss > start)
-    if restore.any():
-        for name, value in prob.params().items():
-            value.copy_(_where_layers(restore, before[name], value))
-        prob.mask.copy_(_where_layers(restore, before_mask, prob.mask))
-        prob.refresh()
+    guarded(prob, active, _closed_form_and_sweep)
     _extrapolate(prob, state, active)
