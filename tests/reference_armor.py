@@ -193,7 +193,7 @@ class ReferenceLayer:
         self._set_point(moved)
         if self.loss() > start:
             self._set_point(reached)
-        self.damping = self.damping / 3 if self.loss() < start else self.damping * 4
+        self.damping = self.damping / 3 if self.loss() < start else max(self.damping * 4, 1e-6)
         self.gauss_newton_steps += 1
         if (self.gauss_newton_steps - 1) % sweep_every == 0:
             self._sweep_groups()

@@ -10,14 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from armor.optimizer.monotone import per_layer
 from armor.optimizer.problem import Problem
 
 BETAS, EPS = (0.9, 0.999), 1e-8
-
-
-def _per_layer(x: Tensor, like: Tensor) -> Tensor:
-    """A per-layer vector (L,) shaped to broadcast against a batched tensor (L, ...); floats take its dtype."""
-    return (x.to(like.dtype) if x.is_floating_point() else x).view(-1, *([1] * (like.dim() - 1)))
 
 
 class LayerAdam:
@@ -41,8 +37,8 @@ class LayerAdam:
             m, v = self.exp_avg[name], self.exp_avg_sq[name]
             m.mul_(beta1).add_(grad, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (v.sqrt() / _per_layer(root_correction2, v)).add_(EPS)
-            out[name] = m / _per_layer(correction1, m) / denom
+            denom = (v.sqrt() / per_layer(root_correction2, v)).add_(EPS)
+            out[name] = m / per_layer(correction1, m) / denom
         return out
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
@@ -80,7 +76,7 @@ def adam_step(prob: Problem, adam: LayerAdam, active: Tensor, guard: bool, retri
     directions = adam.directions(grads)
     rate = active.to(torch.float64) * adam.lr  # (L,)
     for name, value in params.items():
-        value.sub_(directions[name] * _per_layer(rate, value))
+        value.sub_(directions[name] * per_layer(rate, value))
     prob.core.mul_(prob.mask)
     start = prob.loss
     prob.refresh()
@@ -93,8 +89,8 @@ def adam_step(prob: Problem, adam: LayerAdam, active: Tensor, guard: bool, retri
         counts.rejected += rose
         rate = torch.where(rose, rate / 2, 0.0)
         for name, value in params.items():
-            retried = before[name] - directions[name] * _per_layer(rate, value)
-            value.copy_(torch.where(_per_layer(rose, value), retried, value))
+            retried = before[name] - directions[name] * per_layer(rate, value)
+            value.copy_(torch.where(per_layer(rose, value), retried, value))
         prob.core.mul_(prob.mask)
         prob.refresh()
         rose = rose & (prob.loss > start)

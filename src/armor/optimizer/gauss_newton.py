@@ -5,9 +5,10 @@ Alternating closed-form A, B and core updates crawl along the valleys of the tri
 alternating least squares), and Adam's first-order steps are slow too. A Gauss–Newton step moves all three at once:
 with the weighted residual r = (A·C·B − W̄) ⊙ √h and its Jacobian J in (A's blocks, B's blocks, the kept core values),
 it solves (JᵀJ + λ diag JᵀJ) δ = −Jᵀr by Jacobi-preconditioned conjugate gradient, each step costing a few
-block-diagonal products, and keeps δ only where the loss falls (λ ÷ 3), else restores the layer (λ × 4). The step
-leaves the mask alone; every `sweep_every` steps the sweep solver's Gauss–Seidel pass re-solves every group's pattern
-and values. Both parts are guarded, so the loss never rises.
+block-diagonal products, and keeps δ only where the loss falls (λ ÷ 3), else restores the layer (λ × 4, at least
+1e-6). The step leaves the mask alone; after the first step and every `sweep_every` steps after it, the sweep
+solver's Gauss–Seidel pass re-solves every group's pattern and values. Both parts are guarded, so the loss never
+rises.
 """
 
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ import torch
 from torch import Tensor
 
 from armor.optimizer import blockdiag as bd
-from armor.optimizer.monotone import guarded
+from armor.optimizer.monotone import guarded, per_layer
 from armor.optimizer.problem import Problem
 from armor.optimizer.sweep import sweep
 
 DAMPING_START, DAMPING_DOWN, DAMPING_UP = 1e-2, 3.0, 4.0
+DAMPING_RETRY = 1e-6  # λ after a rejected step is at least this, so λ that decayed to nothing grows back
 PRECONDITIONER_FLOOR = 1e-30  # keeps a zero diagonal entry (padding, dead inputs) from dividing by zero
 
 
@@ -38,11 +40,6 @@ class Damping:
 
 
 Point = tuple[Tensor, Tensor, Tensor]  # A's blocks, B's blocks, the core (grid)
-
-
-def _per_layer(x: Tensor, like: Tensor) -> Tensor:
-    """A per-layer vector (L,) in `like`'s dtype, shaped to broadcast over it."""
-    return x.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 def _dot(xs: Point, ys: Point) -> Tensor:
@@ -86,7 +83,7 @@ def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor) -> None:
     tiny = torch.finfo(torch.float64).tiny
     ac = bd.left(prob.a, prob.core)
     diagonal = _diagonal(prob, ac)
-    damped = tuple(_per_layer(damping, d) * d for d in diagonal)  # λ diag JᵀJ
+    damped = tuple(per_layer(damping, d) * d for d in diagonal)  # λ diag JᵀJ
     precondition = tuple((d + s).add_(PRECONDITIONER_FLOOR) for d, s in zip(diagonal, damped))
     residual = tuple(-g for g in _transpose_product(prob, ac, prob.resid * prob.h_grid))
     step = tuple(torch.zeros_like(r) for r in residual)
@@ -97,12 +94,12 @@ def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor) -> None:
         product = tuple(x.addcmul_(s, d) for x, s, d in zip(product, damped, direction))
         curvature = _dot(direction, product)
         alpha = torch.where(curvature > 0, rz / curvature.clamp_min(tiny), 0.0)
-        step = tuple(x.addcmul_(_per_layer(alpha, x), d) for x, d in zip(step, direction))
-        residual = tuple(r.addcmul_(_per_layer(-alpha, r), p) for r, p in zip(residual, product))
+        step = tuple(x.addcmul_(per_layer(alpha, x), d) for x, d in zip(step, direction))
+        residual = tuple(r.addcmul_(per_layer(-alpha, r), p) for r, p in zip(residual, product))
         z = tuple(r / m for r, m in zip(residual, precondition))
         rz_next = _dot(residual, z)
         beta = torch.where(rz > 0, rz_next / rz.clamp_min(tiny), 0.0)
-        direction, rz = tuple(x.addcmul_(_per_layer(beta, x), d) for x, d in zip(z, direction)), rz_next
+        direction, rz = tuple(x.addcmul_(per_layer(beta, x), d) for x, d in zip(z, direction)), rz_next
     for value, delta in zip(prob.params().values(), step):
         value.add_(delta)
     prob.core.mul_(prob.mask)
@@ -115,7 +112,8 @@ def gauss_newton_step(prob: Problem, active: Tensor, state: Damping, cg_steps: i
     start = prob.loss
     guarded(prob, active, lambda p: levenberg_marquardt(p, cg_steps, state.lam))
     fell = active & (prob.loss < start)
-    state.lam = torch.where(fell, state.lam / DAMPING_DOWN, torch.where(active, state.lam * DAMPING_UP, state.lam))
+    lam = torch.where(fell, state.lam / DAMPING_DOWN, (state.lam * DAMPING_UP).clamp(min=DAMPING_RETRY))
+    state.lam = torch.where(active, lam, state.lam)
     state.steps += 1
     if (state.steps - 1) % sweep_every == 0:  # the first sweep right after the first step
         guarded(prob, active, sweep)

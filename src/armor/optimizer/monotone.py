@@ -1,4 +1,5 @@
-"""Steps that must not raise a layer's loss: run one, and restore every layer it did not improve or that is inactive."""
+"""Per-layer helpers for batches of layers, and steps that must not raise a layer's loss: run one, and restore every
+layer whose loss rose or that is inactive."""
 
 from collections.abc import Callable
 
@@ -8,9 +9,14 @@ from torch import Tensor
 from armor.optimizer.problem import Problem
 
 
+def per_layer(x: Tensor, like: Tensor) -> Tensor:
+    """A per-layer vector (L,) shaped to broadcast against a batched tensor (L, ...); floats take its dtype."""
+    return (x.to(like.dtype) if x.is_floating_point() else x).view(-1, *([1] * (like.dim() - 1)))
+
+
 def where_layers(select: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """x for the selected layers (bool (L,)), y elsewhere."""
-    return torch.where(select.view(-1, *([1] * (x.dim() - 1))), x, y)
+    return torch.where(per_layer(select, x), x, y)
 
 
 def guarded(prob: Problem, active: Tensor, step: Callable[[Problem], None]) -> None:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from armor.optimizer import blockdiag as bd
 from armor.optimizer.exact import update_a, update_b
-from armor.optimizer.monotone import guarded, where_layers
+from armor.optimizer.monotone import guarded, per_layer, where_layers
 from armor.optimizer.problem import Problem
 from armor.optimizer.sparse_core import best_patterns, pattern_systems
 from armor.sparsity import GROUP
@@ -101,8 +101,7 @@ def _extrapolate(prob: Problem, state: Extrapolation, active: Tensor) -> None:
     if state.previous:
         start = prob.loss
         for name, value in prob.params().items():
-            beta = state.beta.to(value.dtype).view(-1, *([1] * (value.dim() - 1)))
-            value.add_(beta * (reached[name] - state.previous[name]))
+            value.add_(per_layer(state.beta, value) * (reached[name] - state.previous[name]))
         prob.core.mul_(prob.mask)
         prob.refresh()
         better = active & (prob.loss < start)
