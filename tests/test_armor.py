@@ -206,17 +206,10 @@ def test_exact_solver_is_monotone_and_ends_far_below_nowag(selection):
         assert is_24(out.factors[i]["core"])
 
 
-def test_sweep_solver_is_monotone_and_ends_far_below_nowag():
+@pytest.mark.parametrize("solver", ["sweep", "gauss_newton"])
+def test_sweep_solvers_are_monotone_and_end_far_below_nowag(solver):
     w, h = _layers(2, 20, 36, dtype=torch.float32)
-    out = optimize(w, h, Options(block_size=6, iterations=50, solver="sweep", trace_every=1))
-    assert (out.trace[1:] <= out.trace[:-1]).all()
-    assert (out.trace[-1] < 0.6 * out.trace[0]).all()
-    assert all(is_24(layer["core"]) for layer in out.factors)
-
-
-def test_gauss_newton_solver_is_monotone_and_ends_far_below_nowag():
-    w, h = _layers(2, 20, 36, dtype=torch.float32)
-    out = optimize(w, h, Options(block_size=6, iterations=50, solver="gauss_newton", trace_every=1))
+    out = optimize(w, h, Options(block_size=6, iterations=50, solver=solver, trace_every=1))
     assert (out.trace[1:] <= out.trace[:-1]).all()
     assert (out.trace[-1] < 0.6 * out.trace[0]).all()
     assert all(is_24(layer["core"]) for layer in out.factors)
