@@ -62,12 +62,43 @@ def grid(x: Tensor, rows: Layout, cols: Layout) -> Tensor:
 
 def left(a: Tensor, x: Tensor) -> Tensor:
     """A · X for block-diagonal A (L, n_out, b, b) and X in grid form (L, n_out, b, n_in, b); contiguous."""
-    return torch.einsum("lpij,lpjqk->lpiqk", a, x).contiguous()
+    L, n_out, b = x.shape[:3]
+    return torch.bmm(a.reshape(L * n_out, b, b), x.reshape(L * n_out, b, -1)).view(x.shape)
+
+
+def columns(x: Tensor) -> Tensor:
+    """A grid (L, n_out, b, n_in, b) as column blocks (L, n_in, P_out, b), contiguous: block q is X[:, q's columns]."""
+    L, n_out, b, n_in, _ = x.shape
+    return x.reshape(L, n_out * b, n_in, b).transpose(1, 2).contiguous()
+
+
+def from_columns(xc: Tensor, n_out: int) -> Tensor:
+    """Column blocks (L, n_in, P_out, b) back as a contiguous grid (L, n_out, b, n_in, b)."""
+    L, n_in, p_out, b = xc.shape
+    return xc.transpose(1, 2).reshape(L, n_out, p_out // n_out, n_in, b).contiguous()
+
+
+def right_columns(xc: Tensor, b: Tensor) -> Tensor:
+    """X · B on column blocks (L, n_in, P_out, b) for block-diagonal B (L, n_in, b, b); column blocks."""
+    L, n_in, p_out, bs = xc.shape
+    return torch.bmm(xc.view(L * n_in, p_out, bs), b.reshape(L * n_in, bs, bs)).view(xc.shape)
 
 
 def right(x: Tensor, b: Tensor) -> Tensor:
     """X · B for X in grid form (L, n_out, b, n_in, b) and block-diagonal B (L, n_in, b, b); contiguous."""
-    return torch.einsum("lpiqk,lqkj->lpiqj", x, b).contiguous()
+    return from_columns(right_columns(columns(x), b), x.shape[1])
+
+
+def row_gram(x: Tensor, y: Tensor) -> Tensor:
+    """X_p Y_pᵀ for every row block p of two grids (L, n_out, b, n_in, b): (L, n_out, b, b)."""
+    L, n_out, b = x.shape[:3]
+    return torch.bmm(x.reshape(L * n_out, b, -1), y.reshape(L * n_out, b, -1).transpose(1, 2)).view(L, n_out, b, b)
+
+
+def column_gram(xc: Tensor, yc: Tensor) -> Tensor:
+    """X_qᵀ Y_q for every column block q of two column-block tensors (L, n_in, P_out, b): (L, n_in, b, b)."""
+    L, n_in, p_out, b = xc.shape
+    return torch.bmm(xc.view(L * n_in, p_out, b).transpose(1, 2), yc.reshape(L * n_in, p_out, b)).view(L, n_in, b, b)
 
 
 def dense(blocks: Tensor, lay: Layout) -> Tensor:

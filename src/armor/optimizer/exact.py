@@ -11,6 +11,7 @@ Each part is a minimisation, so the loss cannot rise; a layer whose loss still r
 import torch
 from torch import Tensor
 
+from armor.optimizer import blockdiag as bd
 from armor.optimizer.monotone import guarded
 from armor.optimizer.problem import Problem
 
@@ -32,17 +33,17 @@ def _solve(gram: Tensor, rhs: Tensor) -> Tensor:
 def update_a(prob: Problem) -> None:
     """Set every block of A to its least-squares optimum given C and B (all layers)."""
     weighted = prob.resid * prob.h_grid  # R H, grid
-    gram = torch.einsum("lpiqk,lpjqk->lpij", prob.cb * prob.h_grid, prob.cb)  # Y_p H Y_pᵀ, (L, n_out, b, b)
-    step = torch.einsum("lpiqk,lpjqk->lpij", weighted, prob.cb)  # R_p H Y_pᵀ
+    gram = bd.row_gram(prob.cb * prob.h_grid, prob.cb)  # Y_p H Y_pᵀ, (L, n_out, b, b)
+    step = bd.row_gram(weighted, prob.cb)  # R_p H Y_pᵀ
     prob.a.sub_(_solve(gram, step.transpose(-1, -2)).transpose(-1, -2))  # A ← A − R H Yᵀ (Y H Yᵀ)⁻¹
     prob.refresh_residual()
 
 
 def update_b(prob: Problem) -> None:
     """Set every block of B to its least-squares optimum given A and C (all layers)."""
-    x = torch.einsum("lpij,lpjqk->lpiqk", prob.a, prob.core)  # X = A·C, grid
-    gram = torch.einsum("lpiqk,lpiqj->lqkj", x, x)  # X_qᵀ X_q, (L, n_in, b, b)
-    step = torch.einsum("lpiqk,lpiqj->lqkj", x, prob.resid)  # X_qᵀ R_q
+    x = bd.columns(bd.left(prob.a, prob.core))  # X = A·C, column blocks
+    gram = bd.column_gram(x, x)  # X_qᵀ X_q, (L, n_in, b, b)
+    step = bd.column_gram(x, bd.columns(prob.resid))  # X_qᵀ R_q
     prob.b.sub_(_solve(gram, step))  # B ← B − (XᵀX)⁻¹ Xᵀ R
     prob.refresh()
 

@@ -43,23 +43,27 @@ Point = tuple[Tensor, Tensor, Tensor]  # A's blocks, B's blocks, the core (grid)
 
 
 def _dot(xs: Point, ys: Point) -> Tensor:
-    """Per-layer inner product (L,) of two points, in float64."""
-    return sum((x * y).sum(tuple(range(1, x.dim())), dtype=torch.float64) for x, y in zip(xs, ys))
+    """Per-layer inner product (L,) of two points, summed in their dtype and returned in float64."""
+    return sum(torch.linalg.vecdot(x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)).double() for x, y in zip(xs, ys))
 
 
-def _jacobian_product(prob: Problem, ac: Tensor, direction: Point) -> Tensor:
-    """J δ before the √h weighting: dA·C·B + A·dC·B + A·C·dB, grid form, for dC zero off the mask; ac = A·C."""
+def _jacobian_product(prob: Problem, acc: Tensor, direction: Point) -> Tensor:
+    """J δ before the √h weighting, as column blocks: dA·C·B + A·dC·B + A·C·dB for dC zero off the mask; acc = A·C
+    as column blocks."""
     da, db, dc = direction
-    return bd.left(da, prob.cb) + bd.left(prob.a, bd.right(dc, prob.b)) + bd.right(ac, db)
+    moved = bd.right_columns(bd.columns(bd.left(prob.a, dc)), prob.b) + bd.right_columns(acc, db)
+    return moved.add_(bd.columns(bd.left(da, prob.cb)))
 
 
-def _transpose_product(prob: Problem, ac: Tensor, u: Tensor) -> Point:
-    """Jᵀ for u = (Ŵ-space grid) ⊙ h: U (C·B)ᵀ on A's blocks, (A·C)ᵀ U on B's blocks, Aᵀ U Bᵀ ⊙ M on the core."""
-    atu = torch.einsum("lpji,lpjqk->lpiqk", prob.a, u)
+def _transpose_product(prob: Problem, acc: Tensor, uc: Tensor) -> Point:
+    """Jᵀ for column blocks uc = (Ŵ-space) ⊙ h: U (C·B)ᵀ on A's blocks, (A·C)ᵀ U on B's blocks, Aᵀ U Bᵀ ⊙ M on the
+    core."""
+    n_out = prob.a.shape[1]
+    ubt = bd.from_columns(bd.right_columns(uc, prob.b.transpose(-1, -2)), n_out)
     return (
-        torch.einsum("lpiqk,lpjqk->lpij", u, prob.cb),
-        torch.einsum("lpiqk,lpiqj->lqkj", ac, u),
-        torch.einsum("lpiqk,lqjk->lpiqj", atu, prob.b) * prob.mask,
+        bd.row_gram(bd.from_columns(uc, n_out), prob.cb),
+        bd.column_gram(acc, uc),
+        bd.left(prob.a.transpose(-1, -2), ubt).mul_(prob.mask),
     )
 
 
@@ -82,15 +86,16 @@ def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor) -> None:
     """Move A, B and the kept core values by `cg_steps` preconditioned CG steps on (JᵀJ + λ diag JᵀJ) δ = −Jᵀr."""
     tiny = torch.finfo(torch.float64).tiny
     ac = bd.left(prob.a, prob.core)
+    acc, h_columns = bd.columns(ac), prob.h.view(prob.layers, -1, 1, prob.cols.b)  # A·C and h as column blocks
     diagonal = _diagonal(prob, ac)
     damped = tuple(per_layer(damping, d) * d for d in diagonal)  # λ diag JᵀJ
     precondition = tuple((d + s).add_(PRECONDITIONER_FLOOR) for d, s in zip(diagonal, damped))
-    residual = tuple(-g for g in _transpose_product(prob, ac, prob.resid * prob.h_grid))
+    residual = tuple(-g for g in _transpose_product(prob, acc, bd.columns(prob.resid).mul_(h_columns)))
     step = tuple(torch.zeros_like(r) for r in residual)
     z = tuple(r / m for r, m in zip(residual, precondition))
     direction, rz = z, _dot(residual, z)
     for _ in range(cg_steps):
-        product = _transpose_product(prob, ac, _jacobian_product(prob, ac, direction) * prob.h_grid)
+        product = _transpose_product(prob, acc, _jacobian_product(prob, acc, direction).mul_(h_columns))
         product = tuple(x.addcmul_(s, d) for x, s, d in zip(product, damped, direction))
         curvature = _dot(direction, product)
         alpha = torch.where(curvature > 0, rz / curvature.clamp_min(tiny), 0.0)

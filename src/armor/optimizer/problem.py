@@ -99,17 +99,17 @@ class Problem:
 
     def _weighted_back(self, d: Tensor) -> tuple[Tensor, Tensor]:
         """Aᵀ D and Aᵀ D Bᵀ for D in grid form."""
-        atd = torch.einsum("lpji,lpjqk->lpiqk", self.a, d)
-        return atd, torch.einsum("lpiqk,lqjk->lpiqj", atd, self.b)
+        atd = bd.left(self.a.transpose(-1, -2), d)
+        return atd, bd.right(atd, self.b.transpose(-1, -2))
 
     def gradients(self) -> dict[str, Tensor]:
         """∂L/∂A, ∂L/∂B (on the blocks) and ∂L/∂C (dense: also at pruned positions), each contiguous."""
         d = self.resid * self.grad_scale  # ∂L/∂Ŵ
         atd, grad_core = self._weighted_back(d)
         return {
-            "a": torch.einsum("lpiqk,lpjqk->lpij", d, self.cb).contiguous(),  # D (C B)ᵀ
-            "b": torch.einsum("lpiqk,lpiqj->lqkj", self.core, atd).contiguous(),  # Cᵀ Aᵀ D
-            "core": grad_core.contiguous(),  # Aᵀ D Bᵀ
+            "a": bd.row_gram(d, self.cb),  # D (C B)ᵀ
+            "b": bd.column_gram(bd.columns(self.core), bd.columns(atd)),  # Cᵀ Aᵀ D
+            "core": grad_core,  # Aᵀ D Bᵀ
         }
 
     def core_gradient(self) -> Tensor:

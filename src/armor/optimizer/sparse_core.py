@@ -63,8 +63,8 @@ def best_patterns(
     l2 = lin.index_select(0, idx.flatten()).unflatten(0, (6, 2))  # (6, 2, *batch)
     v2 = -(inverse * l2[:, None]).sum(2)  # (6, 2, *batch): each pattern's least-squares values
     f_patterns = (v2 * (2 * l2 + (q2 * v2[:, None]).sum(2))).sum(1)  # (6, *batch): the true loss of each
-    best = f_patterns.argmin(0, keepdim=True)  # (1, *batch)
-    take = f_patterns.gather(0, best) < f_current[None]  # (1, *batch)
+    f_best, best = f_patterns.min(0, keepdim=True)  # (1, *batch); min with indices is far faster than argmin on CPU
+    take = f_best < f_current[None]  # (1, *batch)
     cols = idx.index_select(0, best.flatten()).T.reshape(2, *best.shape[1:])  # (2, *batch)
     chosen = v2.gather(0, best[None].expand(1, 2, *best.shape[1:]))[0]  # (2, *batch)
     values = torch.zeros_like(current).scatter_(0, cols, chosen)

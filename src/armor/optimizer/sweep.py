@@ -76,7 +76,7 @@ def sweep(prob: Problem) -> None:
             delta = values - current
             core[r, g], mask[r, g], moved[cols] = values, keep, delta
             row += p_diag[r] * (delta[:, None] * q[cols]).sum(0)
-        gamma += p[r][:, None] * (moved[:, None] * q).sum(0)  # every row of Γ sees row r's changes
+        gamma[r + 1 :] += p[r][r + 1 :, None] * (moved[:, None] * q).sum(0)  # the rows still to come see row r's changes
     prob.core.copy_(_grid(prob, core))
     prob.mask.copy_(_grid(prob, mask))
     prob.refresh()
