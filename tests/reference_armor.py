@@ -172,16 +172,16 @@ class ReferenceLayer:
         gram = jac.T @ jac
         diag = gram.diagonal()
         system = gram + self.damping * torch.diag(diag)
-        precondition = diag * (1 + self.damping) + 1e-30
+        precondition = self._preconditioner(system, [x.shape for x in point], n_a)
         r = -jac.T @ residual(*point).detach()
-        x, z = torch.zeros_like(r), r / precondition
+        x, z = torch.zeros_like(r), precondition @ r
         d, rz = z.clone(), r @ z
         for _ in range(cg_steps):
             product = system @ d
             curvature = d @ product
             alpha = rz / curvature if curvature > 0 else torch.zeros(())
             x, r = x + alpha * d, r - alpha * product
-            z = r / precondition
+            z = precondition @ r
             rz_next = r @ z
             d, rz = z + (rz_next / rz if rz > 0 else 0.0) * d, rz_next
         start = self.loss()
@@ -197,6 +197,27 @@ class ReferenceLayer:
         self.gauss_newton_steps += 1
         if (self.gauss_newton_steps - 1) % sweep_every == 0:
             self._sweep_groups()
+
+    @staticmethod
+    def _preconditioner(system: Tensor, shapes: list[torch.Size], n_a: int) -> Tensor:
+        """The inverse of `system`'s blocks on each row of each A block and each column of each B block (with a ridge
+        of 1e-6 times the block's largest diagonal entry, a unit diagonal where a block is zero) and of its diagonal on
+        the core values."""
+        n = system.shape[0]
+        inverse = torch.zeros_like(system)
+        sets, offset = [], 0
+        for i, shape in enumerate(shapes[:-1]):
+            rows, cols = shape
+            index = torch.arange(offset, offset + rows * cols).view(rows, cols)
+            sets += list(index) if i < n_a else list(index.T)  # A: one row at a time; B: one column
+            offset += rows * cols
+        sets += [torch.tensor([j]) for j in range(offset, n)]
+        for idx in sets:
+            block = system[idx][:, idx]
+            diag = block.diagonal()
+            shift = 1e-6 * diag.max() + (diag == 0).to(block.dtype)
+            inverse[idx[:, None], idx[None, :]] = torch.linalg.inv(block + torch.diag(shift)) if len(idx) > 1 else 1 / (diag + 1e-30)
+        return inverse
 
     def _sweep_groups(self) -> None:
         """Every group re-solved by brute force, one pair at a time and row by row within a pair."""

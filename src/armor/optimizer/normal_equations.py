@@ -1,0 +1,111 @@
+"""The Gauss–Newton normal equations (JᵀHJ + λ diag JᵀHJ) δ = −JᵀH r at one point, in Gram form.
+
+With Y = C·B, X = A·C, P = AᵀA, Q = B H Bᵀ, G = Y H Yᵀ (per row block) and K = XᵀX (per column block), and for a
+direction (dA, dB, dC) S = Aᵀ dA, R = dB H Bᵀ, Z = dC·Q + C·R and V = P·dC + S·C, the product JᵀHJ δ is
+
+    on A:  dA G + A · Σ_q Z_pq C_pqᵀ,    on B:  (Σ_p C_pqᵀ V_pq · B_q + K dB) H,    on C:  (V·Q + P·C·R) ⊙ M,
+
+eight block products and two blocked transposes, with h folded into Q and R instead of a pass over the residual.
+The core's vectors live in column blocks (L, n_in, P_out, b), where right products need no copy. The preconditioner
+is exact on A's and B's blocks (every row of A_p has Hessian G_p, every column k of B_q has h_k K_q) and diagonal on
+the core.
+"""
+
+import torch
+from torch import Tensor
+
+from armor.optimizer import blockdiag as bd
+from armor.optimizer.monotone import per_layer
+from armor.optimizer.problem import Problem
+
+PRECONDITIONER_FLOOR = 1e-30  # keeps a zero diagonal entry (padding, dead inputs) from dividing by zero
+BLOCK_RIDGE = 1e-6  # relative to a block's largest diagonal entry: bounds the inverse of a near-singular Gram
+
+Point = list[Tensor]  # A's blocks (L, n_out, b, b), B's blocks (L, n_in, b, b), the core in column blocks
+
+
+def dot(xs: Point, ys: Point) -> Tensor:
+    """Per-layer inner product (L,) of two points, summed in their dtype and returned in float64."""
+    return torch.stack([
+        sum(torch.dot(x[i].reshape(-1), y[i].reshape(-1)) for x, y in zip(xs, ys)) for i in range(xs[0].shape[0])
+    ]).double()
+
+
+def _block_inverse(gram: Tensor, damping: Tensor) -> Tensor:
+    """(G + λ diag G + ridge)⁻¹ for symmetric PSD blocks (L, n, b, b), in float64, the ridge relative to the damped
+    block's largest diagonal entry; a zero diagonal entry gets a unit diagonal, so padded indices stay decoupled."""
+    g = gram.double()
+    diag = g.diagonal(dim1=-2, dim2=-1) * (1 + per_layer(damping, g)[..., 0])  # of G + λ diag G
+    shift = diag - g.diagonal(dim1=-2, dim2=-1) + BLOCK_RIDGE * diag.amax(-1, keepdim=True) + (diag == 0).double()
+    return torch.linalg.inv(g + torch.diag_embed(shift)).to(gram.dtype)
+
+
+class NormalEquations:
+    """The damped Gauss–Newton system of a problem at its current point, for L layers with damping λ (L,)."""
+
+    def __init__(self, prob: Problem, damping: Tensor) -> None:
+        L, n_out, b, n_in, _ = prob.core.shape
+        self.prob, self.n_out = prob, n_out
+        self.h_col = prob.h.view(L, n_in, 1, b)  # h by column block: scales the columns of B_q and of column blocks
+        self.c_col = bd.columns(prob.core)  # C, (L, n_in, P_out, b)
+        self.c_tiles_t = self.c_col.view(-1, b, b).transpose(1, 2).contiguous()  # every tile C_pqᵀ
+        self.mask_col = bd.columns(prob.mask.to(prob.core.dtype))
+        self.x_col = bd.columns(bd.left(prob.a, prob.core))  # X = A·C
+        self.p = prob.a.transpose(-1, -2) @ prob.a  # (L, n_out, b, b)
+        self.q = (prob.b * self.h_col) @ prob.b.transpose(-1, -2)  # (L, n_in, b, b)
+        self.pc_col = bd.columns(bd.left(self.p, prob.core))
+        gram_a = bd.row_gram(prob.cb * prob.h_grid, prob.cb)  # G, (L, n_out, b, b)
+        gram_b = bd.column_gram(self.x_col, self.x_col)  # K, (L, n_in, b, b)
+        self.gram_a, self.gram_b = gram_a, gram_b
+        p_diag, q_diag = self.p.diagonal(dim1=-2, dim2=-1), self.q.diagonal(dim1=-2, dim2=-1)
+        diagonal = [
+            gram_a.diagonal(dim1=-2, dim2=-1)[:, :, None, :].expand(prob.a.shape),
+            gram_b.diagonal(dim1=-2, dim2=-1)[..., None] * self.h_col,
+            p_diag.reshape(L, 1, n_out * b, 1) * q_diag[:, :, None, :] * self.mask_col,
+        ]
+        self.damped = [per_layer(damping, d) * d for d in diagonal]  # λ diag JᵀHJ
+        self.inverse_a, self.inverse_b = _block_inverse(gram_a, damping), _block_inverse(gram_b, damping)
+        self.h_inverse = torch.where(self.h_col > 0, self.h_col.reciprocal(), 0.0)
+        self.inverse_c = (diagonal[2] + self.damped[2]).add_(PRECONDITIONER_FLOOR).reciprocal_()
+
+    def rhs(self) -> Point:
+        """−JᵀH r at the current residual r."""
+        prob = self.prob
+        u = prob.resid * prob.h_grid  # r H, grid
+        u_col = bd.columns(u)
+        ubt = bd.from_columns(bd.right_columns(u_col, prob.b.transpose(-1, -2)), self.n_out)  # U Bᵀ
+        core = bd.left(prob.a.transpose(-1, -2), ubt).mul_(prob.mask)
+        return [-bd.row_gram(u, prob.cb), -bd.column_gram(self.x_col, u_col), bd.columns(core).neg_()]
+
+    def apply(self, direction: Point) -> Point:
+        """(JᵀHJ + λ diag JᵀHJ) δ for δ = (dA, dB, dC), dC in column blocks."""
+        prob = self.prob
+        da, db, dc = direction
+        L, n_in, p_out, b = dc.shape
+        s = prob.a.transpose(-1, -2) @ da  # Aᵀ dA, (L, n_out, b, b)
+        r = (db * self.h_col) @ prob.b.transpose(-1, -2)  # dB H Bᵀ, (L, n_in, b, b)
+        z = torch.bmm(dc.view(-1, p_out, b), self.q.view(-1, b, b))
+        z.baddbmm_(self.c_col.view(-1, p_out, b), r.view(-1, b, b))  # Z = dC·Q + C·R, column blocks
+        v = bd.left(self.p, bd.from_columns(dc, self.n_out))
+        v.view(L * self.n_out, b, -1).baddbmm_(s.view(-1, b, b), prob.core.view(L * self.n_out, b, -1))  # V = P·dC + S·C
+        v_col = bd.columns(v)
+        z_c = torch.bmm(z.view(-1, b, b), self.c_tiles_t).view(L, n_in, self.n_out, b, b).sum(1)  # Σ_q Z_pq C_pqᵀ
+        on_a = (da @ self.gram_a).add_(prob.a @ z_c).addcmul_(self.damped[0], da)
+        on_b = (bd.column_gram(self.c_col, v_col) @ prob.b).add_(self.gram_b @ db).mul_(self.h_col).addcmul_(self.damped[1], db)
+        on_c = torch.bmm(v_col.view(-1, p_out, b), self.q.view(-1, b, b))
+        on_c.baddbmm_(self.pc_col.view(-1, p_out, b), r.view(-1, b, b))
+        on_c = on_c.view(dc.shape).mul_(self.mask_col).addcmul_(self.damped[2], dc)
+        return [on_a, on_b, on_c]
+
+    def precondition(self, residual: Point) -> Point:
+        """M⁻¹ r: the exact blocks of A and B, the diagonal of the core."""
+        r_a, r_b, r_c = residual
+        return [r_a @ self.inverse_a, (self.inverse_b @ r_b).mul_(self.h_inverse), r_c * self.inverse_c]
+
+    def move(self, step: Point) -> None:
+        """Add a step to A, B and the kept core values, and refresh the problem."""
+        prob = self.prob
+        prob.a.add_(step[0])
+        prob.b.add_(step[1])
+        prob.core.add_(bd.from_columns(step[2], self.n_out)).mul_(prob.mask)
+        prob.refresh()
