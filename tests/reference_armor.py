@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 GROUP = 4
+ROW_SWEEP_UNIT = 16  # the widest column unit whose groups are re-solved with the rest of their row
 
 
 class ReferenceLayer:
@@ -153,6 +154,34 @@ class ReferenceLayer:
                     self.mask[row, col + k] = True
                     self.values[row, col + k] = v
 
+    def _solve_group_with_row(self, row: int, col: int, start: int, stop: int) -> None:
+        """Re-solve one group of 4 over all six patterns, each time re-solving every kept value of its row segment
+        [start, stop) (the other groups keep their patterns) by least squares; keep the best, the current values
+        included."""
+        a, b = self.matrices()
+        with torch.no_grad():
+            core = self.values * self.mask
+            best_loss, best_keep, best_row = float(self.loss_of(core)), None, None
+            zeroed = core.clone()
+            zeroed[row, start:stop] = 0
+            rest = (a @ zeroed @ b - self.w_bar) * self.h.sqrt()  # weighted residual without the row segment
+            others = [c for c in range(start, stop) if self.mask[row, c] and not col <= c < col + GROUP]
+            for keep in itertools.combinations(range(GROUP), 2):
+                kept = sorted(others + [col + k for k in keep])
+                design = torch.stack([(a[:, row, None] * b[c][None, :] * self.h.sqrt()).flatten() for c in kept], 1)
+                v = torch.linalg.lstsq(design, -rest.flatten()[:, None]).solution[:, 0]
+                trial = zeroed.clone()
+                trial[row, kept] = v
+                trial_loss = float(self.loss_of(trial))
+                if trial_loss < best_loss:
+                    best_loss, best_keep, best_row = trial_loss, (kept, keep), trial[row, start:stop].clone()
+            if best_keep is not None:
+                kept, keep = best_keep
+                self.mask[row, col : col + GROUP] = False
+                for k in keep:
+                    self.mask[row, col + k] = True
+                self.values[row, start:stop] = best_row
+
     def _weighted_residual(self, a_blocks: list[Tensor], b_blocks: list[Tensor], values: Tensor) -> Tensor:
         """(A · (V ⊙ M) · B − W̄) ⊙ √h, flattened, as a function of the blocks and the core values."""
         core = values * self.mask
@@ -220,13 +249,18 @@ class ReferenceLayer:
         return inverse
 
     def _sweep_groups(self) -> None:
-        """Every group re-solved by brute force, one pair at a time and row by row within a pair."""
+        """Every group re-solved by brute force, one pair at a time and row by row within a pair: with the rest of its
+        row segment re-solved where the column unit is at most 16 wide, alone elsewhere."""
         d_out, d_in = self.w_bar.shape
         for p in range(math.ceil(d_out / self.b)):
             for u in range(math.ceil(d_in / self.unit)):
+                start, stop = u * self.unit, min((u + 1) * self.unit, d_in)
                 for row in range(p * self.b, min((p + 1) * self.b, d_out)):
-                    for col in range(u * self.unit, min((u + 1) * self.unit, d_in), GROUP):
-                        self._solve_group(row, col)
+                    for col in range(start, stop, GROUP):
+                        if self.unit <= ROW_SWEEP_UNIT:
+                            self._solve_group_with_row(row, col, start, stop)
+                        else:
+                            self._solve_group(row, col)
 
     def sweep_step(self) -> None:
         """Least-squares A blocks, least-squares B blocks, then every group re-solved by brute force, one pair at a time

@@ -15,6 +15,7 @@ from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.bcd import Options, iterate, optimize, solver_state
 from armor.optimizer.exact import exact_step
 from armor.optimizer.problem import Problem
+from armor.optimizer.sweep import ROW_SWEEP_UNIT
 from armor.proxy_loss import relative_loss
 from armor.sparsity import is_24
 
@@ -68,6 +69,15 @@ SHAPES = [(24, 40, 8), (20, 36, 8), (18, 36, 6)]  # whole blocks; ragged rows an
 def test_batched_solver_follows_the_plain_reference_for_60_iterations(solver, d_out, d_in, b):
     w, h = _layers(2, d_out, d_in)
     _follow_reference(Problem(w, h, b), solver, iterations=60)
+
+
+@pytest.mark.parametrize("solver", ["sweep", "gauss_newton"])
+def test_wide_column_units_follow_the_plain_group_sweep_for_50_iterations(solver):
+    """b = 20: the column unit is 20 wide, so each group is re-solved alone (the row sweep covers units up to 16)."""
+    w, h = _layers(2, 22, 44)
+    prob = Problem(w, h, 20)
+    assert prob.unit > ROW_SWEEP_UNIT
+    _follow_reference(prob, solver, iterations=50)
 
 
 def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float = 1e-4) -> list[torch.Tensor]:

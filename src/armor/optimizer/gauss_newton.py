@@ -4,11 +4,11 @@ together, and an exact sweep over every group every few steps.
 Alternating closed-form A, B and core updates crawl along the valleys of the trilinear loss (the swamps of
 alternating least squares), and Adam's first-order steps are slow too. A Gauss–Newton step moves all three at once:
 with the weighted residual r = (A·C·B − W̄) ⊙ √h and its Jacobian J in (A's blocks, B's blocks, the kept core values),
-it solves (JᵀJ + λ diag JᵀJ) δ = −Jᵀr by Jacobi-preconditioned conjugate gradient, each step costing a few
-block-diagonal products, and keeps δ only where the loss falls (λ ÷ 3), else restores the layer (λ × 4, at least
-1e-6). The step leaves the mask alone; after the first step and every `sweep_every` steps after it, the sweep
-solver's Gauss–Seidel pass re-solves every group's pattern and values. Both parts are guarded, so the loss never
-rises.
+it solves (JᵀJ + λ diag JᵀJ) δ = −Jᵀr by preconditioned conjugate gradient (`normal_equations.py`: Gram-form products,
+the preconditioner exact on A's rows and B's columns), and keeps δ only where the loss falls (λ ÷ 3), else restores
+the layer (λ × 4, at least 1e-6). The step leaves the mask alone; after the first step and every `sweep_every` steps
+after it, the sweep solver's sweep (`sweep.py`: the row sweep for b ≤ 16) re-solves every group's pattern and values.
+Both parts are guarded, so the loss never rises.
 """
 
 from dataclasses import dataclass

@@ -49,6 +49,15 @@ def pattern_systems(quad: Tensor) -> tuple[Tensor, Tensor]:
     return q2, inverse
 
 
+def pattern_losses(lin: Tensor, systems: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """f(v) = 2 vᵀ lin + vᵀ quad v at each of the six patterns' least-squares values, and those values: (6, *batch),
+    (6, 2, *batch); lin (4, *batch), systems = pattern_systems(quad)."""
+    q2, inverse = systems
+    l2 = lin.index_select(0, PATTERNS.to(lin.device).flatten()).unflatten(0, (6, 2))  # (6, 2, *batch)
+    v2 = -(inverse * l2[:, None]).sum(2)  # (6, 2, *batch): each pattern's least-squares values
+    return (v2 * (2 * l2 + (q2 * v2[:, None]).sum(2))).sum(1), v2  # the true loss of each
+
+
 def best_patterns(
     lin: Tensor, f_current: Tensor, systems: tuple[Tensor, Tensor], current: Tensor, current_keep: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -58,11 +67,8 @@ def best_patterns(
     lin, current, current_keep: (4, *batch); f_current: (*batch) f at the current values; systems =
     pattern_systems(quad). Returns the values and keep-mask (4, *batch), the mask in current_keep's dtype.
     """
-    q2, inverse = systems
+    f_patterns, v2 = pattern_losses(lin, systems)
     idx = PATTERNS.to(lin.device)
-    l2 = lin.index_select(0, idx.flatten()).unflatten(0, (6, 2))  # (6, 2, *batch)
-    v2 = -(inverse * l2[:, None]).sum(2)  # (6, 2, *batch): each pattern's least-squares values
-    f_patterns = (v2 * (2 * l2 + (q2 * v2[:, None]).sum(2))).sum(1)  # (6, *batch): the true loss of each
     f_best, best = f_patterns.min(0, keepdim=True)  # (1, *batch); min with indices is far faster than argmin on CPU
     take = f_best < f_current[None]  # (1, *batch)
     cols = idx.index_select(0, best.flatten()).T.reshape(2, *best.shape[1:])  # (2, *batch)
