@@ -26,7 +26,7 @@ from armor.optimizer.bcd import Options, iterate, solver_state
 from armor.optimizer.problem import Problem
 from armor.pipeline.blocks import BlockRunner, block_linears
 from armor.pipeline.checkpoint import atomic_write_text
-from armor.pipeline.cpu import keep_freed_memory
+from armor.pipeline.cpu import tune_cpu
 from armor.pipeline.data import calibration_windows
 from armor.pipeline.models import fetch_model, load_tokenizer
 from armor.pipeline.stats import StatsCollector
@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=Path("results/figures/armor_convergence"))
     args = parser.parse_args()
     logs.setup()
-    keep_freed_memory()
+    tune_cpu()
     if args.from_csv:
         curves = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
         write_csv(curves, args.out)

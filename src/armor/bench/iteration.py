@@ -22,7 +22,7 @@ from armor.inference.speed import environment, synchronize
 from armor.optimizer.adam import GuardCounts
 from armor.optimizer.bcd import Options, iterate, solver_state
 from armor.optimizer.problem import Problem
-from armor.pipeline.cpu import keep_freed_memory
+from armor.pipeline.cpu import tune_cpu
 from armor.reporting.tables import write_csv
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     args = parser.parse_args()
     logs.setup()
-    keep_freed_memory()
+    tune_cpu()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = []
     for device, solver in itertools.product(devices, args.solvers):

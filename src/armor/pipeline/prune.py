@@ -20,7 +20,7 @@ from armor.methods.base import LayerStats
 from armor.pipeline.blocks import BlockRunner, WeightFiles, block_linears, decoder_layers, layers_path, skeleton
 from armor.pipeline.calibration import load_stats, stats_fingerprint
 from armor.pipeline.checkpoint import atomic_dir, move_tensors, save_tensors
-from armor.pipeline.cpu import keep_freed_memory
+from armor.pipeline.cpu import tune_cpu
 from armor.pipeline.faults import after_block
 from armor.pipeline.fingerprint import FORMAT_VERSION, Resumption, fingerprinted, model_identity, tensor_digest
 from armor.pipeline.models import DTYPES
@@ -81,7 +81,7 @@ def prune_part(
     work_dir: Path, out_dir: Path, device: torch.device,
 ) -> None:
     """Prune decoder blocks `blocks` from the dense model's statistics, holding one block at a time."""
-    keep_freed_memory()
+    tune_cpu()
     method = get_method(method_name)
     model, files = skeleton(model_dir, DTYPES[dtype]), WeightFiles(model_dir)
     layers, path = decoder_layers(model), layers_path(model)
@@ -116,7 +116,7 @@ def prune_chain(
     out_dir: Path, device: torch.device, batch_size: int,
 ) -> None:
     """Prune every block in order, each calibrated on the outputs of the already-pruned blocks before it."""
-    keep_freed_memory()
+    tune_cpu()
     method = get_method(method_name)
     runner = BlockRunner(model_dir, DTYPES[dtype], windows, device, batch_size)
     hidden = runner.hidden
