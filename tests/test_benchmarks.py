@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import torch
 
-from armor.bench.convergence import solvers, summary, time_to_target
+from armor.bench.convergence import readme_summary, solvers, summary, time_to_target
 
 
 def _run(module: str, *args: str) -> None:
@@ -36,6 +36,9 @@ def test_time_to_target_gives_every_solver_a_row_against_adams_loss():
     assert adam["iterations_to_target"] == 40 and adam["ratio_to_adam"] == 1.0
     sweep = table.loc["sweep"]  # reached Adam's loss, so its curve stopped there
     assert sweep["final_loss"] <= sweep["target"] and sweep["seconds_to_target"] == sweep["final_seconds"]
+    readme = readme_summary(table.reset_index())
+    ratio = table.loc["gauss_newton", "ratio_to_adam"]
+    assert f"| 0.w | {f'{ratio:.3f}' if ratio == ratio else '–'} |" in readme and "| linear | b = 8, 1 thread |" in readme and "`make bench-armor` at commit unknown" in readme
 
 
 def test_block_products_benchmark_covers_every_width_token_count_and_block_size(tmp_path):

@@ -21,18 +21,25 @@ def test_readme_links_only_to_docs_that_exist():
         assert (ROOT / link.split("#")[0]).exists(), link
 
 
-@pytest.mark.parametrize("name", ["main", "blocksize", "downstream"])
-def test_readme_table_is_the_last_demos_table(name):
+@pytest.mark.parametrize(("name", "folder", "command"), [("main", "tables", "make demo"), ("blocksize", "tables", "make demo"),
+                                                     ("downstream", "tables", "make demo"), ("time_to_quality", "benchmarks", "make bench-armor")])
+def test_readme_table_is_the_last_runs_table(name, folder, command):
     assert name in table_blocks(README)
-    table = ROOT / "results" / "tables" / f"{name}.md"
+    table = ROOT / "results" / folder / f"{name}.md"
     if not table.is_file():
-        pytest.skip(f"no {table.relative_to(ROOT)}: run make demo")
+        pytest.skip(f"no {table.relative_to(ROOT)}: run {command}")
     assert table_blocks(README)[name].rstrip("\n") == table.read_text().rstrip("\n")
 
 
 def test_fill_writes_tables_that_exist_and_keeps_the_others(tmp_path):
-    (tmp_path / "main.md").write_text("| a |\n|---|\n| 1 |\n")
-    text = "x\n<!-- table:main -->\nold\n<!-- /table:main -->\n<!-- table:speed -->\nkept\n<!-- /table:speed -->\ny\n"
-    filled, missing = fill(text, tmp_path)
-    assert filled == "x\n<!-- table:main -->\n| a |\n|---|\n| 1 |\n<!-- /table:main -->\n<!-- table:speed -->\nkept\n<!-- /table:speed -->\ny\n"
-    assert missing == ["speed"] and fill(filled, tmp_path)[0] == filled
+    tables, benchmarks = tmp_path / "tables", tmp_path / "benchmarks"
+    tables.mkdir(), benchmarks.mkdir()
+    (tables / "main.md").write_text("| a |\n|---|\n| 1 |\n")
+    (benchmarks / "main.md").write_text("not this one\n")
+    (benchmarks / "bench.md").write_text("| b |\n")
+    text = ("x\n<!-- table:main -->\nold\n<!-- /table:main -->\n<!-- table:speed -->\nkept\n<!-- /table:speed -->\n"
+            "<!-- table:bench -->\n<!-- /table:bench -->\ny\n")
+    filled, missing = fill(text, tables, benchmarks)
+    assert filled == ("x\n<!-- table:main -->\n| a |\n|---|\n| 1 |\n<!-- /table:main -->\n<!-- table:speed -->\nkept\n"
+                      "<!-- /table:speed -->\n<!-- table:bench -->\n| b |\n<!-- /table:bench -->\ny\n")
+    assert missing == ["speed"] and fill(filled, tables, benchmarks)[0] == filled

@@ -5,7 +5,8 @@ decoder block 15, and for block 0's self_attn.q_proj, at each block size and thr
 rate) for 3,000 iterations sets the target loss; every other solver runs until it reaches that loss or has used
 `--cap` (default a quarter) times Adam's wall time. Each linear runs alone, so each has its own ratio.
 Writes results/benchmarks/armor_convergence.csv (loss against time), armor_time_to_target.csv and .md (a row per
-linear and solver: seconds to the target and the ratio to Adam's) and results/figures/armor_convergence.{pdf,png}.
+linear and solver: seconds to the target and the ratio to Adam's), time_to_quality.md (Gauss–Newton's ratios, the
+README's table) and results/figures/armor_convergence.{pdf,png}.
 
 Run `python -m armor.bench.convergence [--block-sizes 16 64] [--threads 1 2] [--iterations 3000] [--cap 0.25] [--lr 1e-3]
 [--linears 0.self_attn.q_proj ...]`; `--lr 1e-4 --iterations 20000` sets the target at the paper's own setting.
@@ -31,6 +32,7 @@ from armor.pipeline.data import calibration_windows
 from armor.pipeline.models import fetch_model, load_tokenizer
 from armor.pipeline.stats import StatsCollector
 from armor.reporting.figures import convergence_figure
+from armor.reporting.provenance import code_state, device_name
 from armor.reporting.render import to_markdown
 from armor.reporting.tables import write_csv
 
@@ -83,6 +85,12 @@ class Run:
         return float(losses.mean())
 
 
+def code_commit() -> str:
+    """The commit the benchmark runs at (12 digits), marked where tracked files differ from it."""
+    state = code_state(Path(__file__).resolve().parents[3], {})
+    return state["commit"][:12] + (" (uncommitted changes)" if state["dirty"] else "")
+
+
 def trajectory(run: Run, label: str, part: str, iterations: int | None = None, seconds: float | None = None, target: float | None = None) -> list[dict]:
     """Iterate until the iteration count, the time budget or the target loss; loss against cumulative time."""
     layers = sum(p.layers for p in run.problems)
@@ -129,6 +137,7 @@ def summary(curves: pd.DataFrame) -> pd.DataFrame:
     """Per linear, block size, threads and solver: seconds to the target (NaN if not reached) and the ratio to Adam's."""
     out = []
     for keys, curve in curves.groupby(["block", "linear", "block_size", "threads", "solver"], sort=False):
+        commit = {"commit": curve["commit"].iloc[0]} if "commit" in curve else {}
         reached = curve[curve["proxy_loss"] <= curve["target"] * (1 + 1e-12)]
         first = reached.iloc[0] if len(reached) else None
         out.append(dict(zip(["block", "linear", "block_size", "threads", "solver"], keys)) | {
@@ -139,7 +148,7 @@ def summary(curves: pd.DataFrame) -> pd.DataFrame:
             "ratio_to_adam": float(first["seconds"]) / curve["adam_seconds"].iloc[0] if first is not None else float("nan"),
             "final_seconds": curve["seconds"].iloc[-1],
             "final_loss": curve["proxy_loss"].iloc[-1],
-        })
+        } | commit)
     return pd.DataFrame(out)
 
 
@@ -151,12 +160,14 @@ def measure(block_sizes: list[int], threads: list[int], iterations: int, cap: fl
         stats = block_statistics(Path(tmp), (0, BLOCK))
     linears = [(0, "self_attn.q_proj")] + [(BLOCK, name) for name in stats[BLOCK][0]]
     linears = [(block, name) for block, name in linears if only is None or f"{block}.{name}" in only]
+    commit = code_commit()
     rows = []
     for n_threads in threads:
         torch.set_num_threads(n_threads)
         for b in block_sizes:
             for block, name in linears:
-                part = {"part": f"block {block} {name}, b={b}, {n_threads} thread(s)", "block": block, "linear": name, "block_size": b, "threads": n_threads}
+                part = {"part": f"block {block} {name}, b={b}, {n_threads} thread(s)", "block": block, "linear": name, "block_size": b,
+                        "threads": n_threads, "commit": commit}
                 w, h = stats[block]
                 rows += time_to_target(w[name], h[name], part, iterations, cap, lr)
                 write_csv(pd.DataFrame(rows), out)  # a partial table survives an interrupted run
@@ -174,6 +185,23 @@ def summary_layout(table: pd.DataFrame) -> pd.DataFrame:
         "ratio": table["ratio_to_adam"].map(lambda x: f"{x:.2f}" if x == x else "–"),
     })
     return shown.astype(str)
+
+
+def readme_summary(table: pd.DataFrame, solver: str = "gauss_newton") -> str:
+    """Markdown for README.md: per linear, one solver's time to Adam's loss as a fraction of Adam's time, per block size
+    and thread count, and what it was measured on."""
+    rows = table[table["solver"] == solver]
+    frame = pd.DataFrame({
+        "linear": [f"{b}.{name}" for b, name in zip(rows["block"], rows["linear"])],
+        "setting": [f"b = {b}, {t} thread{'s' if t > 1 else ''}" for b, t in zip(rows["block_size"], rows["threads"])],
+        "ratio": [f"{r:.3f}" if r == r else "–" for r in rows["ratio_to_adam"]],
+    })
+    shown = frame.pivot(index="linear", columns="setting", values="ratio").loc[frame["linear"].unique(), frame["setting"].unique()]
+    commits = ", ".join(sorted(set(rows["commit"]))) if "commit" in rows else "unknown"
+    return (to_markdown(shown.reset_index().astype(str))
+            + f"\n{solver}'s time to the proxy loss of 3,000 Adam iterations (lr 1e-3) as a fraction of Adam's time in the same "
+            f"process, each linear alone from NoWag-P (–: not within the cap); `make bench-armor` at commit {commits}, torch "
+            f"{torch.__version__}, {device_name(torch.device('cpu'))}.\n")
 
 
 def main() -> None:
@@ -199,6 +227,7 @@ def main() -> None:
     table = summary(curves)
     write_csv(table, args.out.with_name("armor_time_to_target.csv"))
     atomic_write_text(args.out.with_name("armor_time_to_target.md"), to_markdown(summary_layout(table)))
+    atomic_write_text(args.out.with_name("time_to_quality.md"), readme_summary(table))
     convergence_figure(curves, args.figure.with_suffix(".pdf"), args.figure.with_suffix(".png"))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"wrote {args.out}, {args.out.with_name('armor_time_to_target.csv')} (and .md) and {args.figure}.pdf/.png")

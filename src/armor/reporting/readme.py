@@ -1,7 +1,9 @@
-"""Tables generated into README.md: each block between `<!-- table:NAME -->` and `<!-- /table:NAME -->` is
-results/tables/NAME.md of the last run, so the README never shows hand-copied numbers.
+"""Tables generated into README.md: each block between `<!-- table:NAME -->` and `<!-- /table:NAME -->` is NAME.md of
+the last run, from results/tables/ (the workflow's) or results/benchmarks/ (`make bench-armor`'s), so the README never
+shows hand-copied numbers.
 
-Run `python -m armor.reporting.readme [README.md] [results/tables]` (`make readme-tables`, also the end of `make demo`).
+Run `python -m armor.reporting.readme [README.md] [folder ...]` (`make readme-tables`, also the end of `make demo` and
+`make bench-armor`); the folders default to results/tables and results/benchmarks.
 """
 
 import re
@@ -18,26 +20,33 @@ def table_blocks(text: str) -> dict[str, str]:
     return {m["name"]: m["body"] for m in BLOCK.finditer(text)}
 
 
-def fill(text: str, tables: Path) -> tuple[str, list[str]]:
-    """The README with every block whose table exists replaced by that table; and the names of missing tables."""
-    missing = [name for name in table_blocks(text) if not (tables / f"{name}.md").is_file()]
+def fill(text: str, *folders: Path) -> tuple[str, list[str]]:
+    """The README with every block whose table exists in one of the folders (the first that has it) replaced by that
+    table; and the names of missing tables."""
+
+    def table(name: str) -> Path | None:
+        """The first NAME.md among the folders."""
+        return next((path for folder in folders if (path := folder / f"{name}.md").is_file()), None)
+
+    missing = [name for name in table_blocks(text) if table(name) is None]
 
     def body(match: re.Match) -> str:
         """A block with its table's current Markdown, or unchanged when the table is missing."""
-        path = tables / f"{match['name']}.md"
-        return match[1] + path.read_text().rstrip("\n") + "\n" + match[4] if path.is_file() else match[0]
+        path = table(match["name"])
+        return match[1] + path.read_text().rstrip("\n") + "\n" + match[4] if path else match[0]
 
     return BLOCK.sub(body, text), missing
 
 
 def main() -> None:
-    """Fill README.md's table blocks from results/tables/ and say which tables were missing."""
+    """Fill README.md's table blocks from the results folders and say which tables were missing."""
     readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    tables = Path(sys.argv[2] if len(sys.argv) > 2 else "results/tables")
-    text, missing = fill(readme.read_text(), tables)
+    folders = [Path(x) for x in sys.argv[2:]] or [Path("results/tables"), Path("results/benchmarks")]
+    text, missing = fill(readme.read_text(), *folders)
     atomic_write_text(readme, text)
     filled = sorted(set(table_blocks(text)) - set(missing))
-    print(f"{readme}: filled {', '.join(filled) or 'no tables'} from {tables}" + (f"; missing: {', '.join(missing)}" if missing else ""))
+    where = ", ".join(str(f) for f in folders)
+    print(f"{readme}: filled {', '.join(filled) or 'no tables'} from {where}" + (f"; missing: {', '.join(missing)}" if missing else ""))
 
 
 if __name__ == "__main__":
