@@ -8,7 +8,6 @@ over all pairs at once.
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from armor.optimizer import blockdiag as bd

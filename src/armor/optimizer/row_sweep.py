@@ -24,10 +24,17 @@ from armor.sparsity import GROUP, PATTERNS
 RIDGE = 8.0  # times the dtype's epsilon, added to the unit diagonal of a row's kept block: bounds its inverse where
 # columns nearly coincide
 CHUNK = 1 << 22  # kept-block entries inverted at once (bounds the gather index's memory)
-KEPT_BY_CODE = torch.tensor([[0, 1]] * 16)  # a group's kept positions by its mask bits (1, 2, 4, 8); (0, 1) if none
-for _keep in PATTERNS.tolist():
-    KEPT_BY_CODE[(1 << _keep[0]) + (1 << _keep[1])] = torch.tensor(_keep)
 PATTERN_KEEP = torch.zeros(len(PATTERNS), GROUP, dtype=torch.bool).scatter_(1, PATTERNS, True)  # (6, 4)
+
+
+def _kept_by_code() -> Tensor:
+    """A group's two kept positions by its mask bits (1, 2, 4, 8), (16, 2); (0, 1) unless exactly two are set."""
+    table = torch.tensor([[0, 1]] * 16)
+    table[(PATTERN_KEEP.long() * torch.tensor([1, 2, 4, 8])).sum(1)] = PATTERNS
+    return table
+
+
+KEPT_BY_CODE = _kept_by_code()
 
 
 def gauss_jordan_inverse(m: Tensor) -> Tensor:
