@@ -8,6 +8,7 @@ rule calibrate:
         "results/logs/calibrate/{model}/s{seed}.log",
     benchmark:
         "results/benchmarks/calibrate/{model}/s{seed}.tsv"
+    priority: 1  # before the baselines' jobs: every ARMOR and NoWag-P prune job waits for it
     conda:
         ENV
     threads: 4

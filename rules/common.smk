@@ -188,6 +188,18 @@ def armor_iterations(block_size):
     return by_size.get(block_size, config["armor"]["iterations"])
 
 
+def prune_priority(wildcards):
+    """A prune job's scheduling priority: ARMOR's iterations times the job's decoder blocks (0 for other methods), so
+    the longest jobs start first and no long job is left to run alone at the end."""
+    if wildcards.method != "armor":
+        return 0
+    if hasattr(wildcards, "part"):
+        blocks = len(part_blocks(wildcards.model, wildcards.part))
+    else:
+        blocks = blocks_of(wildcards.model)
+    return armor_iterations(int(wildcards.block_size)) * blocks
+
+
 def run_files(name, runs=RUNS):
     """One file of every run (default: every configured one), in RUNS order."""
     return [f"{run_path(r)}/{name}" for r in runs]

@@ -12,6 +12,7 @@ rule prune_part:
         "results/logs/prune/{model}/{method}/b{block_size}-s{seed}/part{part}.log",
     benchmark:
         "results/benchmarks/prune/{model}/{method}/b{block_size}-s{seed}/part{part}.tsv"
+    priority: prune_priority
     conda:
         ENV
     threads: 4
@@ -43,6 +44,7 @@ rule prune_chain:
         "results/logs/prune/{model}/{method}/b{block_size}-s{seed}/chain.log",
     benchmark:
         "results/benchmarks/prune/{model}/{method}/b{block_size}-s{seed}/chain.tsv"
+    priority: prune_priority
     conda:
         ENV
     threads: 4
