@@ -126,3 +126,24 @@ def test_slurm_profile_builds_paper_dag_with_gpu_requests():
     assert "gpu=1," in next(j for j in jobs if "rule lm_eval:" in j and "model=llama2-7b," in j)
     fetch = next(j for j in jobs if "rule fetch_model:" in j)
     assert "gpu=" not in fetch and "slurm_partition=cpu" in fetch
+
+
+def test_longest_jobs_have_the_highest_priority():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml", "-n", "-F"],
+        capture_output=True, text=True, cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    demo = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["armor"]
+    priority = {}
+    for job in result.stdout.split("\n\n"):
+        rule = re.search(r"rule (\w+):", job)
+        if rule:
+            name = rule[1] + "".join(f" {k}={v}" for k, v in re.findall(r"(method|block_size|part)=(\w+)", job))
+            found = re.search(r"priority: (\d+)", job)
+            priority[name] = int(found[1]) if found else 0
+    for b, iterations in ((16, demo["iterations"]), (64, demo["iterations_by_block_size"][64])):
+        assert priority[f"prune_part method=armor block_size={b} part=0"] == iterations * 15  # 15 blocks per job
+    assert priority["calibrate"] == 1
+    assert priority["prune_part method=nowag_p block_size=0 part=0"] == priority["prune_chain method=sparsegpt block_size=0"] == 0
+    assert max(p for name, p in priority.items() if not name.startswith(("prune", "calibrate"))) == 0
