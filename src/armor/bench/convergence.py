@@ -32,7 +32,7 @@ from armor.pipeline.data import calibration_windows
 from armor.pipeline.models import fetch_model, load_tokenizer
 from armor.pipeline.stats import StatsCollector
 from armor.reporting.figures import convergence_figure
-from armor.reporting.provenance import code_state, device_name
+from armor.reporting.provenance import code_state, commit_label, device_name
 from armor.reporting.render import to_markdown
 from armor.reporting.tables import write_csv
 
@@ -87,8 +87,7 @@ class Run:
 
 def code_commit() -> str:
     """The commit the benchmark runs at (12 digits), marked where tracked files differ from it."""
-    state = code_state(Path(__file__).resolve().parents[3], {})
-    return state["commit"][:12] + (" (uncommitted changes)" if state["dirty"] else "")
+    return commit_label(code_state(Path(__file__).resolve().parents[3], {}))
 
 
 def trajectory(run: Run, label: str, part: str, iterations: int | None = None, seconds: float | None = None, target: float | None = None) -> list[dict]:

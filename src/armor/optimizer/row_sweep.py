@@ -25,12 +25,13 @@ RIDGE = 8.0  # times the dtype's epsilon, added to the unit diagonal of a row's 
 # columns nearly coincide
 CHUNK = 1 << 22  # kept-block entries inverted at once (bounds the gather index's memory)
 PATTERN_KEEP = torch.zeros(len(PATTERNS), GROUP, dtype=torch.bool).scatter_(1, PATTERNS, True)  # (6, 4)
+MASK_BITS = torch.tensor([1, 2, 4, 8])  # a group's mask (4,) as a 4-bit code: the sum of its kept positions' bits
 
 
 def _kept_by_code() -> Tensor:
     """A group's two kept positions by its mask bits (1, 2, 4, 8), (16, 2); (0, 1) unless exactly two are set."""
     table = torch.tensor([[0, 1]] * 16)
-    table[(PATTERN_KEEP.long() * torch.tensor([1, 2, 4, 8])).sum(1)] = PATTERNS
+    table[(PATTERN_KEEP.long() * MASK_BITS).sum(1)] = PATTERNS
     return table
 
 
@@ -61,7 +62,7 @@ def kept_positions(mask: Tensor, valid: Tensor) -> Tensor:
     """Positions (k, *batch) of the kept entries of groups (G, 4, *batch), two per group in order; an invalid group
     (padding: nothing kept) gets its first two positions."""
     G, tail = mask.shape[0], [1] * (mask.dim() - 2)
-    bits = torch.tensor([1, 2, 4, 8], device=mask.device).view(1, GROUP, *tail)
+    bits = MASK_BITS.to(mask.device).view(1, GROUP, *tail)
     code = (mask.long() * bits).sum(1) * valid.bool()  # (G, *batch): which two of four are kept; 0 if invalid
     order = KEPT_BY_CODE.to(mask.device)[code].movedim(-1, 1)  # (G, 2, *batch)
     offsets = torch.arange(0, G * GROUP, GROUP, device=mask.device).view(G, 1, *tail)

@@ -79,10 +79,14 @@ def write_provenance(path: Path, state: dict[str, Any], device: torch.device) ->
     return record
 
 
+def commit_label(state: dict[str, Any]) -> str:
+    """A code state's commit (12 digits), marked where tracked files differed from it."""
+    return state["commit"][:12] + (" (uncommitted changes)" if state["dirty"] else "")
+
+
 def footnote(record: dict[str, Any]) -> str:
     """One line naming what produced a table: commit (dirty), config hash, versions, device, image."""
-    commit = record["commit"][:12] + (" (uncommitted changes)" if record["dirty"] else "")
-    return (f"Provenance: commit {commit}, config {record['config_hash']}, torch {record['torch']}, transformers "
+    return (f"Provenance: commit {commit_label(record)}, config {record['config_hash']}, torch {record['torch']}, transformers "
             f"{record['transformers']}, lm-eval {record['lm_eval']}, {record['device']}, image {record['image']}.")
 
 

@@ -24,15 +24,12 @@ def fill(text: str, *folders: Path) -> tuple[str, list[str]]:
     """The README with every block whose table exists in one of the folders (the first that has it) replaced by that
     table; and the names of missing tables."""
 
-    def table(name: str) -> Path | None:
-        """The first NAME.md among the folders."""
-        return next((path for folder in folders if (path := folder / f"{name}.md").is_file()), None)
-
-    missing = [name for name in table_blocks(text) if table(name) is None]
+    tables = {name: next((path for folder in folders if (path := folder / f"{name}.md").is_file()), None) for name in table_blocks(text)}
+    missing = [name for name, path in tables.items() if path is None]
 
     def body(match: re.Match) -> str:
         """A block with its table's current Markdown, or unchanged when the table is missing."""
-        path = table(match["name"])
+        path = tables[match["name"]]
         return match[1] + path.read_text().rstrip("\n") + "\n" + match[4] if path else match[0]
 
     return BLOCK.sub(body, text), missing
