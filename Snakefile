@@ -13,6 +13,7 @@ include: "rules/common.smk"
 container: CONTAINER  # used with --sdm apptainer (every rule; README: Apptainer)
 
 
+include: "rules/prefetch.smk"
 include: "rules/model.smk"
 include: "rules/data.smk"
 include: "rules/calibrate.smk"

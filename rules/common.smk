@@ -1,13 +1,43 @@
 import math
+import os
 import re
 from pathlib import Path
 
 from armor.config import validate
+from armor.evaluation.task_index import check_tasks
+from armor.hub.environment import job_environment, prefetch_command_for
+from armor.prefetch.plan import (
+    harness_tasks,
+    hub_models,
+    repositories,
+    text_files,
+    text_parts,
+)
 from armor.methods import METHODS
+from armor.pipeline.data import HUB_TEXT
 from armor.pipeline.models import num_blocks
 from armor.reporting.provenance import code_state
 
 validate(config)
+TASK_INDEX = check_tasks(
+    config["downstream"]["tasks"]
+)  # refuses a task or metric the installed lm-eval lacks, naming the nearest
+
+# Every job runs offline on the Hugging Face cache (HF_HOME); only the prefetch rules (rules/prefetch.smk) use the
+# network. Set here, the variables reach local jobs, SLURM jobs (which parse this file again) and container jobs.
+os.environ.update(
+    job_environment(
+        os.environ,
+        prefetch_command_for(
+            workflow.overwrite_configfiles or workflow.configfiles,
+            Path(workflow.basedir),
+        ),
+    )
+)
+HUB_MODELS = hub_models(config)
+TEXT_PARTS = text_parts(config)
+HARNESS_TASKS = harness_tasks(config)
+HUB_REPOS = repositories(config, TASK_INDEX)
 
 ENV = "../envs/armor.yaml"
 # the git commit, dirty flag and config hash: the provenance rule's params, so it reruns when any of them changes
@@ -22,7 +52,38 @@ wildcard_constraints:
     part=r"\d+",
     seed=r"\d+",
     dataset="|".join(config["evaluation"]["datasets"]),
+    source="|".join(HUB_TEXT),
+    task="|".join(HARNESS_TASKS) or "(?!)",
     table="main|downstream|blocksize|iterations|speed",
+
+
+def prefetched_model(wildcards):
+    """The prefetch record of a hub model (its commit and files in the cache); ancient, so a new prefetch of the same
+    files reruns nothing."""
+    if wildcards.model not in HUB_MODELS:
+        return []
+    return ancient(f"results/prefetch/models/{wildcards.model}.json")
+
+
+def prefetched_text(source):
+    """The prefetch record of a hub text source, for the data rules."""
+    return (
+        ancient(f"results/prefetch/text/{source}.json") if source in TEXT_PARTS else []
+    )
+
+
+def prefetched_tasks(wildcards):
+    """The prefetch records of the configured lm-eval harness tasks."""
+    return [ancient(f"results/prefetch/tasks/{label}.json") for label in HARNESS_TASKS]
+
+
+def prefetch_records():
+    """Every prefetch record of the config: what `make prefetch` fills the cache with."""
+    return (
+        [f"results/prefetch/models/{name}.json" for name in HUB_MODELS]
+        + [f"results/prefetch/text/{source}.json" for source in TEXT_PARTS]
+        + [f"results/prefetch/tasks/{label}.json" for label in HARNESS_TASKS]
+    )
 
 
 def block_sizes(method):

@@ -1,6 +1,7 @@
 rule calibration_data:
     input:
         model="results/models/{model}",
+        prefetched=prefetched_text(config["calibration"]["source"]),
     output:
         "results/data/{model}/calibration-s{seed}.safetensors",
     log:
@@ -24,6 +25,9 @@ rule calibration_data:
 rule evaluation_data:
     input:
         model="results/models/{model}",
+        prefetched=lambda wildcards: prefetched_text(
+            config["evaluation"]["datasets"][wildcards.dataset]["source"]
+        ),
     output:
         "results/data/{model}/eval_{dataset}.safetensors",
     log:

@@ -23,6 +23,7 @@ rule lm_eval:
         model="results/models/{model}",
         pruned="results/runs/{model}/{method}/b{block_size}-s{seed}/pruned",
         tasks=task_dir_input,
+        prefetched=prefetched_tasks,
     output:
         "results/runs/{model}/{method}/b{block_size}-s{seed}/downstream.json",
     log:

@@ -1,4 +1,6 @@
 rule fetch_model:
+    input:
+        prefetched=prefetched_model,
     output:
         directory("results/models/{model}"),
     log:

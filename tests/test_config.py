@@ -89,6 +89,38 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, edit, message):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["downstream"]["tasks"]["hellaswag"].update(task="hellaswagg"),
+         "downstream.tasks.hellaswag.task: 'hellaswagg' is not a task or group of lm-eval 0.4.13; nearest: hellaswag"),
+        (lambda c: c["downstream"]["tasks"]["arc_challenge"].update(metric="acc_nrom"),
+         "downstream.tasks.arc_challenge.metric: 'acc_nrom' is not a metric of arc_challenge in lm-eval 0.4.13, which reports acc, acc_norm; nearest: acc_norm"),
+        (lambda c: c["downstream"]["tasks"]["gsm8k"].update(metric="exact_match"),
+         "'exact_match' is not a metric of gsm8k in lm-eval 0.4.13, which reports exact_match,strict-match, exact_match,flexible-extract"),
+        (lambda c: c["downstream"]["tasks"]["arc_challenge"].update(task="arc_challenge_flan"),
+         "downstream.tasks.arc_challenge.task: group 'arc_challenge_flan' of lm-eval 0.4.13 aggregates no metric"),
+        (lambda c: c["downstream"]["tasks"]["arc_challenge"].update(task="ai2_arc"),
+         "downstream.tasks.arc_challenge.task: 'ai2_arc' is a tag of lm-eval 0.4.13, which reports no score of its own"),
+        (lambda c: c["calibration"].update(source="c5"),
+         "config key 'calibration.source': 'c5' is not allowed; allowed values: gensim_wiki, gensim_news, wikitext2, c4, slimpajama; nearest: c4"),
+        (lambda c: c["evaluation"]["datasets"]["wikitext2"].update(source="wikitext"),
+         "config key 'evaluation.datasets.wikitext2.source': 'wikitext' is not allowed; allowed values: gensim_wiki, gensim_news, wikitext2, c4, slimpajama; nearest: wikitext2"),
+        (lambda c: c["models"]["llama2-7b"].update(id="Llama-2-7b-hf"),
+         "config key 'models.llama2-7b.id': 'Llama-2-7b-hf' is not a hub repository id: namespace/name"),
+    ],
+    ids=["task", "metric", "metric-filter", "group-without-score", "tag", "calibration-source", "evaluation-source", "model-id"],
+)
+def test_dry_run_of_the_paper_config_refuses_a_misspelt_name(tmp_path, edit, message):
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    edit(config)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n",
+                             "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+
+
 def test_paper_dag_builds_offline():
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "results/tables/main.csv", "-n", "--quiet", "rules"],

@@ -5,7 +5,8 @@ import datasets
 import pytest
 import torch
 
-from armor.pipeline.data import SOURCES, calibration_windows, document_windows, evaluation_windows, source_text
+from armor.hub.environment import NotInCacheError
+from armor.pipeline.data import HUB_TEXT, SOURCES, calibration_windows, document_windows, evaluation_windows, source_text, text_rows
 from armor.pipeline.models import load_tokenizer
 
 
@@ -68,3 +69,27 @@ def test_document_corpus_windows_lie_inside_one_document_as_the_reference_loader
     with pytest.raises(ValueError, match="no document of more than seqlen=100000 tokens"):
         document_windows(tok, documents, nsamples=1, seqlen=100000, seed=0)
     assert SOURCES["c4"].pool == 0 and SOURCES["gensim_wiki"].pool is None  # C4 draws inside documents; the offline sources keep their split
+
+
+def test_hub_text_files_read_as_the_datasets_library_reads_them(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    rows = [{"text": t, "url": f"u{i}"} for i, t in enumerate(["First line.", "", " = Heading = ", "Ünïcode — text\nwith a break", "last"])]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train-00000-of-00001.parquet")
+    lines = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    (tmp_path / "c4-train.00000-of-01024.json.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "example_train_0.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines))
+    for name, builder in [("train-00000-of-00001.parquet", "parquet"), ("c4-train.00000-of-01024.json.gz", "json"), ("example_train_0.jsonl.zst", "json")]:
+        expected = datasets.load_dataset(builder, data_files=str(tmp_path / name), split="train", cache_dir=str(tmp_path / "cache"))["text"]
+        assert list(text_rows(tmp_path / name)) == expected == [r["text"] for r in rows], name
+
+
+def test_hub_text_source_missing_from_the_cache_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(NotInCacheError, match=r"wikitext-2-raw-v1/test-00000-of-00001.parquet of the dataset repository Salesforce/wikitext is not in the Hugging Face cache"):
+        source_text("wikitext2", "evaluation")
+    assert HUB_TEXT["c4"].files == {"calibration": ["en/c4-train.00000-of-01024.json.gz"], "evaluation": ["en/c4-validation.00000-of-00008.json.gz"]}

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from armor.evaluation.downstream import CHOICES, LOCAL_TASKS, metric_key, task_manager, task_name, write_local_tasks
+from armor.evaluation.downstream import CHOICES, LOCAL_TASKS, task_manager, task_name, write_local_tasks
+from armor.evaluation.task_index import metric_key
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +51,13 @@ def test_harness_loads_the_tasks_from_another_directory(task_dir, tmp_path, monk
 def test_task_names_and_metric_keys():
     assert task_name({"local": "analogy"}) == "armor_analogy"
     assert task_name({"task": "hellaswag"}) == "hellaswag"
-    assert metric_key({"metric": "acc_norm"}) == "acc_norm,none"
-    assert metric_key({"metric": "exact_match,strict-match"}) == "exact_match,strict-match"
+    assert metric_key("acc_norm") == "acc_norm,none"
+    assert metric_key("exact_match,strict-match") == "exact_match,strict-match"
 
 
-def test_task_manager_indexes_the_harness_tasks_only_when_one_is_configured(task_dir):
+def test_task_manager_indexes_only_the_configured_harness_tasks_folders(task_dir):
     local = {"analogy": {"local": "analogy"}, "wiki_cloze": {"local": "wiki_cloze"}}
     assert sorted(task_manager(local, task_dir).all_tasks) == sorted(f"armor_{name}" for name in LOCAL_TASKS)
-    mixed = task_manager({**local, "hellaswag": {"task": "hellaswag"}}, task_dir)
-    assert {"hellaswag", "armor_analogy"} <= set(mixed.all_tasks)
+    mixed = task_manager({**local, "hellaswag": {"task": "hellaswag"}, "mmlu": {"task": "mmlu"}}, task_dir)
+    assert {"hellaswag", "armor_analogy", "mmlu", "mmlu_stem", "mmlu_abstract_algebra"} <= set(mixed.all_tasks)
+    assert len(mixed.all_tasks) < 200  # not the harness's ~15,000 names

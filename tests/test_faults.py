@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from armor.hub.environment import PREFETCH_COMMAND_ENV, NotInCacheError
+from armor.prefetch.fetch import PrefetchError, check_access
 from armor.pipeline import checkpoint
 from armor.pipeline.assemble import assemble
 from armor.pipeline.calibration import calibrate
@@ -40,19 +42,24 @@ def test_non_finite_calibration_statistics_stop_the_pass_naming_the_layer(tiny_m
     assert not (tmp_path / "work/block_0001.safetensors").exists() and not (tmp_path / "out").exists()
 
 
-def test_unknown_hub_model_without_network_fails_within_seconds(tmp_path):
+def test_prefetch_without_network_fails_within_seconds_naming_the_repository():
     start = time.perf_counter()
-    with pytest.raises(ModelFetchError, match=r"(cannot reach the Hugging Face hub to fetch|no model) 'no-such-org/no-such-model'"):
-        fetch_model({"source": "hub", "id": "no-such-org/no-such-model", "dtype": "float32", "num_layers": 2}, tmp_path / "model")
+    with pytest.raises(PrefetchError, match=r"(cannot reach https://huggingface.co for|no model repository) no-such-org/no-such-model"):
+        check_access([{"kind": "model", "repo": "no-such-org/no-such-model", "needed_by": "models.m"}])
     assert time.perf_counter() - start < 30
-    assert not (tmp_path / "model").exists()
 
 
-def test_offline_hub_model_not_in_cache_names_the_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_model_missing_from_the_cache_names_the_file_and_the_prefetch(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(ModelFetchError, match=r"could not fetch 'meta-llama/Llama-2-7b-hf' from the Hugging Face hub"):
-        fetch_model({"source": "hub", "id": "meta-llama/Llama-2-7b-hf", "dtype": "float16"}, tmp_path / "model")
+    monkeypatch.setenv(PREFETCH_COMMAND_ENV, "make prefetch CONFIG=my.yaml")
+    spec = {"source": "hub", "id": "meta-llama/Llama-2-7b-hf", "dtype": "float16"}
+    record = {"repo": "meta-llama/Llama-2-7b-hf", "revision": "0" * 40, "files": {"config.json": 600}}
+    with pytest.raises(NotInCacheError, match=rf"config.json of the model repository meta-llama/Llama-2-7b-hf at revision {'0' * 40} is "
+                                              rf"not in the Hugging Face cache at {tmp_path}/hf. Jobs run offline: fetch it with `make prefetch CONFIG=my.yaml`"):
+        fetch_model(spec, tmp_path / "model", record)
+    with pytest.raises(ModelFetchError, match=r"models.model: a hub model is read from the Hugging Face cache; prefetch it first"):
+        fetch_model(spec, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
 
 
 def test_missing_model_package_says_how_to_install(tmp_path):

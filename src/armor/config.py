@@ -1,5 +1,6 @@
 """Validate the workflow configuration against its JSON schema, with messages naming the key."""
 
+import difflib
 from importlib.resources import files
 from typing import Any
 
@@ -24,12 +25,20 @@ def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def nearest(word: str, choices: list[str]) -> str:
+    """'; nearest: a, b' naming the choices closest to a misspelt word, or ''."""
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    return f"; nearest: {', '.join(close)}" if close else ""
+
+
 def _describe(error: jsonschema.ValidationError, noun: str = "config key") -> str:
     """One line naming the key, the bad value and what is allowed."""
     where = f"{noun} '{_key(error.absolute_path)}'"
     schema = error.schema
     if error.validator == "enum":
-        return f"{where}: {error.instance!r} is not allowed; allowed values: {', '.join(map(str, schema['enum']))}"
+        allowed = list(map(str, schema["enum"]))
+        near = nearest(error.instance, allowed) if isinstance(error.instance, str) else ""
+        return f"{where}: {error.instance!r} is not allowed; allowed values: {', '.join(allowed)}{near}"
     if error.validator == "additionalProperties":
         unknown = sorted(set(error.instance) - set(schema.get("properties", {})))
         return f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(schema.get('properties', {}))}"
@@ -38,7 +47,9 @@ def _describe(error: jsonschema.ValidationError, noun: str = "config key") -> st
     if error.validator == "oneOf":
         choices = [" ".join(alt.get("required", [])) for alt in error.validator_value]
         return f"{where}: set exactly one of {', '.join(choices)}"
-    if error.validator == "pattern" and error.validator_value and isinstance(error.instance, str):
+    if error.validator == "pattern" and isinstance(error.instance, str):
+        if "description" in schema:
+            return f"{where}: {error.instance!r} is not {schema['description']}"
         return f"{where}: name {error.instance!r} must match {schema['pattern']}"
     if error.validator == "type" and "description" in schema:
         return f"{where}: {error.message} ({schema['description']})"

@@ -2,13 +2,14 @@
 
 import logging
 import sys
+from typing import Any
 
 from armor.reporting.provenance import software
 
 
 def setup(log_file: str | None = None) -> None:
     """Log INFO and above with timestamps to stderr and, when given, to `log_file`, starting with the software the step
-    runs in (image or host, torch, transformers)."""
+    runs in (image or host, torch, transformers); an error that ends the step is logged with its traceback."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file, mode="a"))
@@ -16,3 +17,9 @@ def setup(log_file: str | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", handlers=handlers, force=True
     )
     logging.getLogger(__name__).info("software: %s", ", ".join(f"{k} {v}" for k, v in software().items()))
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    """Log an error that ends the step, with its traceback, so it is in the step's log file and not only on stderr."""
+    logging.getLogger("armor").critical("the step failed: %s: %s", kind.__name__, error, exc_info=(kind, error, trace))

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from armor.evaluation.task_index import load_index, metric_key
+from armor.hub.environment import NotInCacheError, offline
 from armor.pipeline.checkpoint import atomic_dir, atomic_write_json
 from armor.pipeline.data import source_text
 from armor.pipeline.models import package_file
@@ -135,33 +137,62 @@ def task_name(spec: dict[str, Any]) -> str:
     return spec["task"] if "task" in spec else f"armor_{spec['local']}"
 
 
-def metric_key(spec: dict[str, Any]) -> str:
-    """The lm-eval result key of a task's metric: 'metric,filter' ('none' when no filter is given)."""
-    metric = spec["metric"]
-    return metric if "," in metric else f"{metric},none"
-
-
 def task_manager(tasks: dict[str, dict[str, Any]], task_dir: Path | None) -> Any:
-    """An lm-eval TaskManager for the configured tasks; the harness's own task index only when a harness task is named."""
+    """An lm-eval TaskManager for the configured tasks: the offline tasks' folder and, of the harness's own tasks, only
+    the folders of the configured ones (indexing all of them takes seconds)."""
     from lm_eval.tasks import TaskManager
 
-    harness = any("task" in spec for spec in tasks.values())  # indexing the built-in tasks takes ~15 s on a CPU
-    return TaskManager(include_path=str(task_dir) if task_dir else None, include_defaults=harness)
+    harness = [spec["task"] for spec in tasks.values() if "task" in spec]
+    folders = ([task_dir] if task_dir else []) + (load_index().folders(harness) if harness else [])
+    return TaskManager(include_path=[str(f) for f in folders] or None, include_defaults=False)
 
 
-def evaluate(model: Any, tokenizer: Any, tasks: dict[str, dict[str, Any]], task_dir: Path | None, batch_size: int, device: str) -> dict[str, dict[str, float]]:
-    """Score one in-memory model on every configured task: {label: {score, stderr}}."""
+def _missing_dataset(label: str, spec: dict[str, Any], error: Exception) -> Exception:
+    """Offline, the dataset of a configured harness task that the Hugging Face cache lacks, as NotInCacheError; the
+    original error where each of its datasets loads."""
+    import datasets
+
+    index = load_index()
+    for leaf in index.leaves(spec["task"]):
+        (path, config), kwargs = index.entries[leaf]["dataset"], index.entries[leaf]["dataset_kwargs"]
+        if not path:
+            continue
+        try:
+            datasets.load_dataset(path, config, **{k: v for k, v in kwargs.items() if k != "trust_remote_code"})
+        except Exception:  # the datasets library's offline errors vary by version
+            named = f"config {config} of " if config else ""
+            return NotInCacheError(f"the dataset {named}{path} (lm-eval task {leaf}, downstream.tasks.{label})")
+    return error
+
+
+def load_tasks(tasks: dict[str, dict[str, Any]], task_dir: Path | None) -> tuple[Any, dict[str, Any]]:
+    """lm-eval's TaskManager and every configured task built by it, its datasets read (offline: from the cache), by
+    label: what a job evaluates, and what the prefetch runs where the network is."""
+    manager = task_manager(tasks, task_dir)
+    loaded = {}
+    for label, spec in tasks.items():
+        name = task_name(spec)
+        try:
+            built = manager.load([name])
+        except Exception as err:
+            raise (_missing_dataset(label, spec, err) if offline() and "task" in spec else err) from err
+        loaded[label] = built["groups"].get(name) or built["tasks"][name]
+    return manager, loaded
+
+
+def evaluate(model: Any, tokenizer: Any, tasks: dict[str, dict[str, Any]], built: tuple[Any, dict[str, Any]], batch_size: int, device: str) -> dict[str, dict[str, float]]:
+    """Score one in-memory model on every configured task, as `load_tasks` built them: {label: {score, stderr}}."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    manager = task_manager(tasks, task_dir)
+    manager, loaded = built
     scores = {}
     for label, spec in tasks.items():
-        name, key = task_name(spec), metric_key(spec)
+        name, key = task_name(spec), metric_key(spec["metric"])
         log.info("task %s (%s, %d-shot)", label, name, spec["num_fewshot"])
         out = simple_evaluate(
-            model=lm, tasks=[name], num_fewshot=spec["num_fewshot"], limit=spec.get("limit"),
+            model=lm, tasks=[loaded[label]], num_fewshot=spec["num_fewshot"], limit=spec.get("limit"),
             task_manager=manager, log_samples=False, bootstrap_iters=1000,
         )
         result = out["results"][name]
@@ -178,8 +209,10 @@ def evaluate_downstream(
     model_dir: Path, dtype: str, pruned: Path, tasks: dict[str, dict[str, Any]], task_dir: Path | None, out: Path,
     device: str = "auto", batch_size: int = 8,
 ) -> dict[str, dict[str, float]]:
-    """lm-eval scores of a pruned run on every configured task, written to out as JSON."""
+    """lm-eval scores of a pruned run on every configured task, written to out as JSON; the tasks' data is read
+    before the model, so a dataset missing from the cache stops the job within seconds."""
+    built = load_tasks(tasks, task_dir)
     model, tokenizer, dev = pruned_model(model_dir, dtype, pruned, device)
-    scores = evaluate(model, tokenizer, tasks, task_dir, batch_size, str(dev))
+    scores = evaluate(model, tokenizer, tasks, built, batch_size, str(dev))
     atomic_write_json(out, scores)
     return scores

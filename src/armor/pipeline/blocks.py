@@ -13,6 +13,8 @@ from safetensors import safe_open
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
+from armor.hub.cache import check_links
+
 LAYER_PATHS = ("model.layers", "model.decoder.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers")
 
 
@@ -93,6 +95,7 @@ class WeightFiles:
 
 def skeleton(model_dir: Path, dtype: torch.dtype) -> PreTrainedModel:
     """The model's modules with parameters on the meta device (no memory), buffers real, in eval mode."""
+    check_links(model_dir)
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)

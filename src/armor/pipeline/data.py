@@ -1,6 +1,10 @@
 """Text sources, calibration windows and evaluation windows: one code path for every source."""
 
 import bz2
+import gzip
+import io
+import itertools
+import json
 import logging
 import random
 import re
@@ -12,6 +16,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from armor.hub.cache import cached_file
 from armor.pipeline.checkpoint import load_tensors, save_tensors
 from armor.pipeline.models import package_file
 
@@ -64,41 +69,64 @@ def _gensim_news_articles() -> Iterator[str]:
         yield from (line.strip() for line in f if line.strip())
 
 
-def _wikitext2(part: str) -> Iterator[str]:
-    """WikiText-2 raw lines: train for calibration, test for evaluation."""
-    from datasets import load_dataset
+@dataclass(frozen=True)
+class HubText:
+    """Text kept as files of a hub dataset repository: the files of each part, read from the Hugging Face cache."""
 
-    split = "train" if part == "calibration" else "test"
-    yield from load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"]
+    repo: str
+    files: dict[str, list[str]]  # part -> files in the repository
 
 
-C4_FILES = {"calibration": "en/c4-train.00000-of-01024.json.gz", "evaluation": "en/c4-validation.00000-of-00008.json.gz"}
-C4_EVAL_DOCS = 1100
+HUB_TEXT = {
+    # WikiText-2 raw: the train split for calibration, test for evaluation (the canonical repository's parquet files)
+    "wikitext2": HubText("Salesforce/wikitext", {"calibration": ["wikitext-2-raw-v1/train-00000-of-00001.parquet"],
+                                                 "evaluation": ["wikitext-2-raw-v1/test-00000-of-00001.parquet"]}),
+    # C4 as the SparseGPT/Wanda loaders read it: the first en train shard, and the first validation shard
+    "c4": HubText("allenai/c4", {"calibration": ["en/c4-train.00000-of-01024.json.gz"],
+                                 "evaluation": ["en/c4-validation.00000-of-00008.json.gz"]}),
+    # SlimPajama (ARMOR's official calibration set): the first train file, and the first test file
+    "slimpajama": HubText("cerebras/SlimPajama-627B", {"calibration": ["train/chunk1/example_train_0.jsonl.zst"],
+                                                       "evaluation": ["test/chunk1/example_holdout_0.jsonl.zst"]}),
+}
+C4_EVAL_DOCS = 1100  # the C4 evaluation text: the first 1,100 validation documents, as the GPTQ/SparseGPT loader
+
+
+def text_rows(path: Path) -> Iterator[str]:
+    """The `text` field of every row of a parquet, gzipped JSON-lines or zstd JSON-lines file, in order."""
+    if path.name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path, columns=["text"]).column("text").to_pylist()
+        return
+    if path.name.endswith(".gz"):
+        stream = gzip.open(path, "rt", encoding="utf-8")
+    else:
+        import zstandard
+
+        stream = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
+    with stream:
+        yield from (json.loads(line)["text"] for line in stream if line.strip())
+
+
+def hub_documents(source: str, part: str) -> Iterator[str]:
+    """The documents of one part of a hub text source, read offline from the Hugging Face cache."""
+    text = HUB_TEXT[source]
+    for file in text.files[part]:
+        yield from text_rows(cached_file(text.repo, file, repo_type="dataset"))
 
 
 def _c4(part: str) -> Iterator[str]:
-    """C4 documents: the first train shard for calibration, the first validation documents for evaluation."""
-    from datasets import load_dataset
-
-    docs = load_dataset("allenai/c4", data_files={"data": C4_FILES[part]}, split="data")["text"]
-    yield from (docs[:C4_EVAL_DOCS] if part == "evaluation" else docs)
-
-
-def _slimpajama(part: str) -> Iterator[str]:
-    """SlimPajama documents, streamed: train for calibration, test for evaluation."""
-    from datasets import load_dataset
-
-    split = "train" if part == "calibration" else "test"
-    for row in load_dataset("cerebras/SlimPajama-627B", split=split, streaming=True):
-        yield row["text"]
+    """C4 documents: the whole first train shard for calibration, the first C4_EVAL_DOCS validation ones for evaluation."""
+    docs = hub_documents("c4", part)
+    yield from (itertools.islice(docs, C4_EVAL_DOCS) if part == "evaluation" else docs)
 
 
 SOURCES: dict[str, Source] = {
     "gensim_wiki": Source(lambda part: _held_out(_gensim_wiki_articles(), part), "\n\n"),
     "gensim_news": Source(lambda part: _held_out(_gensim_news_articles(), part), "\n\n"),
-    "wikitext2": Source(_wikitext2, "\n\n"),
-    "c4": Source(_c4, " ", pool=0),  # the whole first train shard, as the reference loader
-    "slimpajama": Source(_slimpajama, "\n\n", pool=20000),  # streamed: the first 20,000 documents
+    "wikitext2": Source(lambda part: hub_documents("wikitext2", part), "\n\n"),
+    "c4": Source(_c4, " ", pool=0),  # windows drawn inside the documents of the whole first train shard, as the reference loader
+    "slimpajama": Source(lambda part: hub_documents("slimpajama", part), "\n\n", pool=0),  # the first train file's documents
 }
 
 

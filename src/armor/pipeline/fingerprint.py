@@ -33,20 +33,20 @@ def tensor_digest(tensor: Tensor) -> str:
     return digest([str(tensor.dtype), list(tensor.shape), values])
 
 
-def _file_digests(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file of a model folder, by name (the identity file itself excluded)."""
-    return {p.name: file_sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != IDENTITY_FILE}
-
-
-def write_model_identity(folder: Path) -> None:
-    """Record the SHA-256 of every file of a fetched model, so later jobs identify it without reading its weights."""
-    atomic_write_json(Path(folder) / IDENTITY_FILE, _file_digests(folder))
+def write_model_identity(folder: Path, known: dict[str, str] | None = None) -> None:
+    """Record a content digest of every file of a fetched model, so later jobs identify it without reading its weights:
+    the SHA-256 of each file, or the digest `known` gives for it (the Hugging Face cache names blobs by content)."""
+    known = known or {}
+    digests = {p.name: known.get(p.name) or file_sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != IDENTITY_FILE}
+    atomic_write_json(Path(folder) / IDENTITY_FILE, digests)
 
 
 def model_identity(folder: Path) -> str:
     """The digest of a model folder's files: from the record written at fetch time, or computed where there is none."""
     record = Path(folder) / IDENTITY_FILE
-    return digest(json.loads(record.read_text()) if record.is_file() else _file_digests(folder))
+    if record.is_file():
+        return digest(json.loads(record.read_text()))
+    return digest({p.name: file_sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != IDENTITY_FILE})
 
 
 def changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from armor.hub.cache import blob_id, cached_file, check_links
+from armor.hub.environment import prefetch_command
 from armor.pipeline.checkpoint import atomic_dir
 from armor.pipeline.fingerprint import write_model_identity
 
@@ -23,9 +25,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 def dtype_name(dtype: torch.dtype) -> str:
     """A dtype as benchmark rows record it, e.g. float16."""
     return str(dtype).removeprefix("torch.")
-
-
-HUB_TIMEOUT_S = 20
 
 
 class ModelFetchError(RuntimeError):
@@ -45,28 +44,6 @@ def package_file(package: str, file: str) -> Path:
     if not path.exists():
         raise ModelFetchError(f"package {package!r} has no file {file!r}")
     return path
-
-
-def _check_hub(name: str, revision: str | None, key: str) -> None:
-    """Fail within seconds, naming the cause, when the hub is unreachable or has no such model (skipped offline)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return
-    from huggingface_hub import model_info
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        model_info(name, revision=revision, timeout=HUB_TIMEOUT_S)
-    except GatedRepoError as err:
-        raise ModelFetchError(f"{name!r} is gated on the Hugging Face hub: accept its licence and set HF_TOKEN") from err
-    except RepositoryNotFoundError as err:
-        raise ModelFetchError(f"no model {name!r} on the Hugging Face hub (check {key}.id; private models need HF_TOKEN)") from err
-    except RevisionNotFoundError as err:
-        raise ModelFetchError(f"model {name!r} has no revision {revision!r} on the Hugging Face hub") from err
-    except Exception as err:  # the HTTP client's connection and timeout errors
-        raise ModelFetchError(
-            f"cannot reach the Hugging Face hub to fetch {name!r} ({err.__class__.__name__}: {err}). Without network, use a "
-            "local source (source: local with a path, or gguf), or fill the Hugging Face cache elsewhere and set HF_HUB_OFFLINE=1"
-        ) from err
 
 
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
@@ -98,24 +75,24 @@ def source_path(spec: dict[str, Any], key: str) -> Path:
     return path
 
 
-def _hub(spec: dict[str, Any], out: Path, key: str) -> None:
-    """Download the model's files (no model is loaded): safetensors shards, config and tokenizer."""
-    from huggingface_hub import snapshot_download
-
-    name, revision = spec["id"], spec.get("revision")
-    _check_hub(name, revision, key)
-    try:
-        snapshot_download(name, revision=revision, local_dir=out, allow_patterns=HUB_FILES)
-        if not any(out.glob("*.safetensors")):
-            staging = out / ".bin"
-            snapshot_download(name, revision=revision, local_dir=staging, allow_patterns=HUB_FILES + ["*.bin"])
-            _convert(staging, spec, out)
-            shutil.rmtree(staging)
-    except OSError as err:
-        raise ModelFetchError(
-            f"could not fetch {name!r} from the Hugging Face hub ({err.__class__.__name__}: {err}). "
-            "Check the id, network access, and HF_TOKEN for gated models."
-        ) from err
+def _hub(spec: dict[str, Any], out: Path, key: str, prefetched: dict[str, Any]) -> dict[str, str]:
+    """Link the model's files from the Hugging Face cache, as prefetched (weights in .bin only are converted once);
+    returns the content digests the cache names them by."""
+    name, revision = spec["id"], prefetched["revision"]
+    if prefetched["repo"] != name:
+        raise ModelFetchError(f"{key}: the prefetched record is for {prefetched['repo']!r}, not {name!r}; run the prefetch again")
+    paths = {file: cached_file(name, file, revision=revision) for file in prefetched["files"]}
+    if not any(file.endswith(".safetensors") for file in paths):
+        staging = out / ".bin"
+        staging.mkdir()
+        for file, path in paths.items():
+            (staging / Path(file).name).symlink_to(path)
+        _convert(staging, spec, out)
+        shutil.rmtree(staging)
+        return {}
+    for file, path in paths.items():
+        (out / Path(file).name).symlink_to(path)
+    return {Path(file).name: blob_id(path) for file, path in paths.items()}
 
 
 def _local(spec: dict[str, Any], out: Path, key: str) -> None:
@@ -151,16 +128,25 @@ def _random(spec: dict[str, Any], out: Path, key: str) -> None:
     _save_loaded(AutoModelForCausalLM.from_config(config, dtype=DTYPES[spec["dtype"]]), tokenizer, out)
 
 
-SOURCES = {"hub": _hub, "local": _local, "gguf": _gguf, "random": _random}
+SOURCES = {"local": _local, "gguf": _gguf, "random": _random}  # and hub, read from the cache
 
 
-def fetch_model(spec: dict[str, Any], out_dir: Path) -> None:
-    """Put the model's safetensors, config and tokenizer in out_dir (named as the model), atomically; check its blocks."""
+def fetch_model(spec: dict[str, Any], out_dir: Path, prefetched: dict[str, Any] | None = None) -> None:
+    """Put the model's safetensors, config and tokenizer in out_dir (named as the model), atomically; check its blocks.
+
+    A hub model is linked from the Hugging Face cache, never copied: `prefetched` is the record of its prefetch
+    (armor.prefetch.fetch.prefetch_model), naming its commit and files."""
     key = f"models.{out_dir.name}"
     log.info("fetching model (%s source)", spec["source"])
     with atomic_dir(out_dir) as tmp:
-        SOURCES[spec["source"]](spec, tmp, key)
-        write_model_identity(tmp)
+        if spec["source"] == "hub":
+            if prefetched is None:
+                raise ModelFetchError(f"{key}: a hub model is read from the Hugging Face cache; prefetch it first ({prefetch_command()})")
+            digests = _hub(spec, tmp, key, prefetched)
+        else:
+            SOURCES[spec["source"]](spec, tmp, key)
+            digests = {}
+        write_model_identity(tmp, digests)
         config = AutoConfig.from_pretrained(tmp, local_files_only=True)
         layers = getattr(config, "num_hidden_layers", None)
         if spec.get("num_layers") is not None and layers != spec["num_layers"]:
@@ -175,6 +161,7 @@ def load_model(model_dir: Path, dtype: str, device: torch.device | None = None) 
 
     On a CUDA device the model is spread over every visible GPU (device_map="auto"); otherwise it stays on the CPU.
     """
+    check_links(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     device_map = "auto" if device is not None and device.type == "cuda" else None
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype], local_files_only=True, device_map=device_map)
@@ -195,6 +182,7 @@ def check_placement(model: PreTrainedModel) -> None:
 
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved beside a fetched model."""
+    check_links(model_dir)
     return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
 
 
