@@ -29,13 +29,13 @@ DEMO_THREADS := calibrate=1 prune_part=1 prune_chain=1 perplexity=1 snapshot_per
 demo: $(STAMP)  ## prune SmolLM2-135M offline with every demo method: all tables, figures and results/report.html
 	$(SNAKEMAKE) --configfile config/demo.yaml --set-threads $(DEMO_THREADS)
 	$(SNAKEMAKE) --configfile config/demo.yaml --report results/report.html
-	$(BIN)/python -m armor.reporting.readme README.md
+	@echo "tables: results/tables/*.md (csv, tex); figures: results/figures/; report: results/report.html"
 
 demo-seeds: $(STAMP)  ## the demo on calibration seeds 0, 1 and 2 (config/demo-seeds.yaml): mean and spread over seeds in every table
 	$(SNAKEMAKE) --configfile config/demo.yaml config/demo-seeds.yaml --set-threads $(DEMO_THREADS)
 	$(SNAKEMAKE) --configfile config/demo.yaml config/demo-seeds.yaml --report results/report.html
 
-readme-tables: $(STAMP)  ## write the last runs' main, blocksize, downstream and time-to-quality tables into README.md
+readme-tables: $(STAMP)  ## developers, for a commit: the last runs' main, blocksize, downstream and time-to-quality tables into README.md (runs write only results/)
 	$(BIN)/python -m armor.reporting.readme README.md
 
 speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer_speed.csv
@@ -44,7 +44,6 @@ speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer
 bench-armor: $(STAMP)  ## every solver's loss against time and time to Adam's loss on SmolLM2, and ms per iteration (CPU, and GPU when present)
 	$(BIN)/python -m armor.bench.convergence
 	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 128 --solvers adam exact sweep gauss_newton --iterations 1 --out results/benchmarks/armor_iteration_paper.csv
-	$(BIN)/python -m armor.reporting.readme README.md
 
 bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the paper grid, and its projected wall time on 16 workers
 	$(BIN)/python -m armor.bench.iteration --out results/benchmarks/grid_iteration.csv

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from armor.config import ConfigError, validate
+from armor.evaluation.task_index import check_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +90,13 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, edit, message):
     assert not (tmp_path / "results").exists()
 
 
+def _paper_config(edit) -> dict:
+    """config.yaml with one edit."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    edit(config)
+    return config
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -96,6 +104,21 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, edit, message):
          "downstream.tasks.hellaswag.task: 'hellaswagg' is not a task or group of lm-eval 0.4.13; nearest: hellaswag"),
         (lambda c: c["downstream"]["tasks"]["arc_challenge"].update(metric="acc_nrom"),
          "downstream.tasks.arc_challenge.metric: 'acc_nrom' is not a metric of arc_challenge in lm-eval 0.4.13, which reports acc, acc_norm; nearest: acc_norm"),
+    ],
+    ids=["task", "metric"],
+)
+def test_dry_run_of_the_paper_config_refuses_a_misspelt_lm_eval_name(tmp_path, edit, message):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_paper_config(edit)))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n",
+                             "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
         (lambda c: c["downstream"]["tasks"]["gsm8k"].update(metric="exact_match"),
          "'exact_match' is not a metric of gsm8k in lm-eval 0.4.13, which reports exact_match,strict-match, exact_match,flexible-extract"),
         (lambda c: c["downstream"]["tasks"]["arc_challenge"].update(task="arc_challenge_flan"),
@@ -109,16 +132,12 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, edit, message):
         (lambda c: c["models"]["llama2-7b"].update(id="Llama-2-7b-hf"),
          "config key 'models.llama2-7b.id': 'Llama-2-7b-hf' is not a hub repository id: namespace/name"),
     ],
-    ids=["task", "metric", "metric-filter", "group-without-score", "tag", "calibration-source", "evaluation-source", "model-id"],
+    ids=["metric-filter", "group-without-score", "tag", "calibration-source", "evaluation-source", "model-id"],
 )
-def test_dry_run_of_the_paper_config_refuses_a_misspelt_name(tmp_path, edit, message):
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    edit(config)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n",
-                             "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True)
-    assert result.returncode != 0
-    assert message in result.stderr + result.stdout
+def test_paper_config_with_a_wrong_name_is_refused_naming_it(edit, message):
+    with pytest.raises(ConfigError) as err:
+        check_tasks(validate(_paper_config(edit))["downstream"]["tasks"])
+    assert message in str(err.value)
 
 
 def test_paper_dag_builds_offline():

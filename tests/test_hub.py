@@ -18,8 +18,9 @@ import yaml
 
 from armor.config import validate
 from armor.evaluation.task_index import load_index
-from armor.hub.environment import NETWORK_ENV, OFFLINE, job_environment, prefetch_command_for, use_network
-from armor.prefetch.fetch import PrefetchError, check_access
+from armor.hub.environment import NETWORK_ENV, OFFLINE, NotInCacheError, job_environment, prefetch_command_for, use_network
+from armor.prefetch.fetch import PrefetchError, check_access, prefetch_model, prefetch_text
+from armor.pipeline.models import load_tokenizer
 from armor.prefetch.plan import repositories, text_parts
 from hub.build_repos import MODEL_ID, build
 from hub.standin import StandInHub
@@ -27,7 +28,7 @@ from hub.standin import StandInHub
 ROOT = Path(__file__).resolve().parents[1]
 HUB_CONFIG = ROOT / "tests" / "data" / "hub.yaml"
 TOKEN = "hf_armorTestTokenThatMustNotLeak7Q9z"
-TARGETS = ["results/tables/main.csv", "results/tables/downstream.csv"]
+TARGETS = ["results/tables/main.md", "results/tables/downstream.csv", "results/runs/tiny-hub/nowag_p/b0-s0/packed"]
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
@@ -108,10 +109,11 @@ def test_offline_workflow_runs_the_hub_path_from_the_cache_without_a_request(off
     work, home, requests = offline_run
     assert requests == [], f"outgoing requests while offline: {requests[:10]}"
     main = pd.read_csv(work / "results/tables/main.csv").set_index("method")
-    assert list(main.index) == ["dense", "nowag_p"]
+    assert list(main.index) == ["nowag_p"]
     assert (main[["ppl_wikitext2", "ppl_c4"]] > 1).all().all() and main.loc["nowag_p", "zero_fraction"] == 0.5
+    assert "Provenance: commit" in (work / "results/tables/main.md").read_text()
     downstream = pd.read_csv(work / "results/tables/downstream.csv")
-    assert {"gsm8k", "arc_challenge", "mmlu"} <= set(downstream.columns) and len(downstream) == 2
+    assert {"gsm8k", "arc_challenge", "mmlu"} <= set(downstream.columns) and len(downstream) == 1
     assert downstream[["gsm8k", "arc_challenge", "mmlu"]].notna().all().all()
     model = work / "results/models/tiny-hub"
     assert (model / "model.safetensors").is_symlink() and Path(os.path.realpath(model / "model.safetensors")).is_relative_to(home)
@@ -123,10 +125,13 @@ def _sha256(path: Path) -> str:
 
 def test_offline_results_hold_no_copy_of_a_cache_file(offline_run):
     work, home, _ = offline_run
-    cached = {_sha256(p) for p in (home / "hub").rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 1 << 20}
-    assert cached  # the model's weights
-    copies = [p for p in (work / "results").rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 1 << 20 and _sha256(p) in cached]
+    blobs = [p for p in (home / "hub").rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 1 << 20]
+    cached, inodes = {_sha256(p) for p in blobs}, {(p.stat().st_dev, p.stat().st_ino) for p in blobs}
+    assert len(cached) == 2  # the model's weights and its tokenizer
+    files = [p for p in (work / "results").rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 1 << 20]
+    copies = [p for p in files if _sha256(p) in cached and (p.stat().st_dev, p.stat().st_ino) not in inodes]  # a hard link takes no space
     assert copies == []
+    assert (work / "results/runs/tiny-hub/nowag_p/b0-s0/packed/tokenizer.json").stat().st_ino in {ino for _, ino in inodes}
 
 
 def test_hf_token_never_lands_in_an_output_of_the_hub_path(offline_run):
@@ -159,12 +164,10 @@ def _copy_without(offline_run: tuple[Path, Path, list[str]], tmp_path: Path, rem
     [
         ("hub/datasets--allenai--c4/snapshots/*/en/c4-validation.00000-of-00008.json.gz", "results/data/tiny-hub/eval_c4.safetensors",
          "evaluation_data/tiny-hub/c4.log", "en/c4-validation.00000-of-00008.json.gz of the dataset repository allenai/c4"),
-        ("hub/models--armor-repro--tiny-llama/snapshots/*/model.safetensors", "results/runs/tiny-hub/dense/b0-s0/perplexity.json",
-         "perplexity/tiny-hub/dense/b0-s0.log", "model.safetensors of the model repository armor-repro/tiny-llama (linked from results/models/tiny-hub)"),
-        ("datasets/openai___gsm8k", "results/runs/tiny-hub/dense/b0-s0/downstream.json",
-         "lm_eval/tiny-hub/dense/b0-s0.log", "the dataset config main of openai/gsm8k (lm-eval task gsm8k, downstream.tasks.gsm8k)"),
+        ("datasets/openai___gsm8k", "results/runs/tiny-hub/nowag_p/b0-s0/downstream.json",
+         "lm_eval/tiny-hub/nowag_p/b0-s0.log", "the dataset config main of openai/gsm8k (lm-eval task gsm8k, downstream.tasks.gsm8k)"),
     ],
-    ids=["c4-shard", "model-weights", "lm-eval-dataset"],
+    ids=["c4-shard", "lm-eval-dataset"],
 )
 def test_offline_job_missing_a_cached_item_fails_within_a_minute_naming_it(offline_run, hub, tmp_path, remove, output, job_log, named):
     work, home = _copy_without(offline_run, tmp_path, remove, output)
@@ -208,16 +211,33 @@ def test_prefetch_access_check_names_each_repository_it_cannot_read(hub, monkeyp
     assert check_access([fine])["checked"]
 
 
-def test_offline_prefetch_checks_the_cache_without_a_request(prefetched, hub, tmp_path):
-    _, home, _ = prefetched
-    config = yaml.safe_load(HUB_CONFIG.read_text())
-    config["downstream"]["tasks"] = {"gsm8k": config["downstream"]["tasks"]["gsm8k"]}
-    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(config))
+def test_offline_prefetch_checks_the_cache_without_a_request(prefetched, hub, monkeypatch):
+    import huggingface_hub
+
+    work, home, _ = prefetched
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
     before = len(hub.requests)
-    done = subprocess.run(["make", "-C", str(ROOT), "prefetch", f"CONFIG={tmp_path / 'hub.yaml'}", f"WORKDIR={tmp_path / 'work'}"],
-                          capture_output=True, text=True, env=hub_env(hub, home, offline=True))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert hub.requests[before:] == [] and "lm-eval task `gsm8k`" in done.stdout and "model `tiny-hub`" in done.stdout
+    assert prefetch_model(MODEL_ID, None) == json.loads((work / "results/prefetch/models/tiny-hub.json").read_text())
+    c4 = json.loads((work / "results/prefetch/text/c4.json").read_text())
+    assert prefetch_text("allenai/c4", list(c4["files"])) == c4
+    assert check_access([{"kind": "model", "repo": MODEL_ID, "needed_by": "models.tiny-hub"}])["checked"] is False
+    with pytest.raises(NotInCacheError, match="en/c4-train.00000-of-01024.json.gz of the dataset repository allenai/c5"):
+        prefetch_text("allenai/c5", ["en/c4-train.00000-of-01024.json.gz"])
+    assert hub.requests[before:] == []
+
+
+def test_model_folder_whose_cache_file_is_gone_names_it_before_loading(offline_run, tmp_path):
+    work, _, _ = offline_run
+    model = tmp_path / "tiny-hub"
+    shutil.copytree(work / "results/models/tiny-hub", model, symlinks=True)
+    target = Path(os.readlink(model / "model.safetensors"))
+    (model / "model.safetensors").unlink()
+    (model / "model.safetensors").symlink_to(target.with_name("deleted-from-the-cache"))
+    with pytest.raises(NotInCacheError, match=r"model.safetensors of the model repository armor-repro/tiny-llama \(linked from .*tiny-hub\) is not"):
+        load_tokenizer(model)
 
 
 def test_hub_plan_of_the_paper_grid():

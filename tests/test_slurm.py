@@ -96,5 +96,6 @@ def test_tiny_dag_through_slurm_resumes_a_timed_out_prune_job(slurm, tmp_path):
     assert re.search(r"runtime=2\b", second) and "--attempt 2" in second  # the retry asks for twice the time
     prune_log = (work / "results/logs/prune/tiny-llama/nowag_p/b0-s0/part0.log").read_text()
     assert "block 0 (1/3 of this part) resumed from checkpoint" in prune_log  # the log is the last attempt's
+    assert "Hugging Face hub offline, cache " in prune_log  # SLURM jobs run offline
     assert re.search(r"block 2 \(3/3 of this part\) (pruned|resumed from checkpoint)", prune_log)  # a slow node may time out in the last pause
     assert len(list((work / ".snakemake/slurm_logs/rule_calibrate").rglob("*.log"))) == 1  # nothing else ran again

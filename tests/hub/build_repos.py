@@ -69,9 +69,9 @@ def build_model(out: Path) -> None:
 
 def build_wikitext(out: Path) -> None:
     """Salesforce/wikitext with the wikitext-2-raw-v1 config: one text line per row, as WikiText's raw files."""
-    articles = [a for part in ("calibration", "evaluation") for a in SOURCES["gensim_wiki"].documents(part)]
-    lines = [f" {line} " if line else "" for article in articles for line in article.split("\n")][:6000]
-    split_at = {"train": lines[:4000], "validation": lines[4000:5000], "test": lines[5000:]}
+    articles = [a for part in ("calibration", "evaluation") for a in SOURCES["gensim_news"].documents(part)]
+    lines = [f" {sentence.strip()} " for article in articles for sentence in article.split(". ")] + [""]
+    split_at = {"train": lines[:2000], "validation": lines[2000:2500], "test": lines[2500:]}
     for split, rows in split_at.items():
         _write_parquet(out / "wikitext-2-raw-v1" / f"{split}-00000-of-00001.parquet", [{"text": t} for t in rows])
     (out / "README.md").write_text(_readme({"wikitext-2-raw-v1": list(split_at)}, lambda name: f"{name}/"))

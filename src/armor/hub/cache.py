@@ -28,6 +28,16 @@ def blob_id(path: Path) -> str:
     return Path(os.path.realpath(path)).name
 
 
+def link_file(src: Path, dst: Path) -> None:
+    """The file `src` resolves to, at `dst` without a second copy: a hard link, or a symbolic link where the filesystem
+    refuses one (another device)."""
+    real = Path(os.path.realpath(src))
+    try:
+        os.link(real, dst)
+    except OSError:
+        dst.symlink_to(real)
+
+
 def check_links(folder: Path) -> None:
     """Raise NotInCacheError naming the first file of a folder whose link into the cache leads nowhere."""
     for path in sorted(folder.iterdir()):

@@ -4,6 +4,7 @@ dense-equivalent export (A·core·B multiplied out, the standard architecture, n
 Both are written one decoder block at a time: one safetensors file per block, one for the rest, and an index.
 """
 
+import fnmatch
 import json
 import logging
 import shutil
@@ -13,8 +14,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
+from armor.hub.cache import link_file
 from armor.inference import armor_linear
 from armor.inference.armor_linear import compress_24
 from armor.pipeline.assemble import INDEX, SHARD, run_files, run_metadata
@@ -89,11 +91,16 @@ def _save(state: dict[str, Tensor], out: Path, shard: str) -> dict[str, str]:
     return {name: shard for name in state}
 
 
-def _copy_tokenizer(model_dir: Path, out: Path) -> None:
-    """Copy the tokenizer and the generation config of the base model into out."""
-    AutoTokenizer.from_pretrained(model_dir, local_files_only=True).save_pretrained(out)
-    if (model_dir / "generation_config.json").exists():
-        shutil.copyfile(model_dir / "generation_config.json", out / "generation_config.json")
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model",
+                   "*.tiktoken", "chat_template.*", "generation_config.json")
+
+
+def _link_tokenizer(model_dir: Path, out: Path) -> None:
+    """The base model's tokenizer files and generation config in out, linked, never copied (a hub model's are files of
+    the Hugging Face cache)."""
+    for file in sorted(model_dir.iterdir()):
+        if file.is_file() and any(fnmatch.fnmatch(file.name, pattern) for pattern in TOKENIZER_FILES):
+            link_file(file, out / file.name)
 
 
 def pack(model_dir: Path, dtype: str, pruned: Path, out_dir: Path, card: str) -> None:
@@ -134,7 +141,7 @@ def pack(model_dir: Path, dtype: str, pruned: Path, out_dir: Path, card: str) ->
                 "armor": {"format": FORMAT, "version": VERSION, "method": method, "base_model_type": config.model_type, "layers": layers},
             }
             (tmp / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
-        _copy_tokenizer(model_dir, tmp)
+        _link_tokenizer(model_dir, tmp)
         (tmp / "README.md").write_text(card)
     log.info("packed %s (%s): %.1f MB", out_dir, method, packed_bytes(out_dir) / 1e6)
 
@@ -146,7 +153,7 @@ def export_dense(model_dir: Path, dtype: str, pruned: Path, out_dir: Path, card:
     with atomic_dir(out_dir) as tmp:
         _write_blocks(model_dir, torch_dtype, pruned, tmp, lambda run, name: {f"{name}.weight": run[f"{name}.weight"].to(torch_dtype)})
         AutoConfig.from_pretrained(model_dir, local_files_only=True).save_pretrained(tmp)
-        _copy_tokenizer(model_dir, tmp)
+        _link_tokenizer(model_dir, tmp)
         (tmp / "README.md").write_text(card)
     log.info("exported %s: %.1f MB", out_dir, packed_bytes(out_dir) / 1e6)
 

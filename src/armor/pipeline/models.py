@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any

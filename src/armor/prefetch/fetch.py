@@ -17,7 +17,7 @@ from typing import Any
 
 from armor.evaluation.downstream import load_tasks, task_name
 from armor.hub.cache import cached_file, hub_cache, tree_size
-from armor.hub.environment import OFFLINE, NotInCacheError, hf_home, offline
+from armor.hub.environment import OFFLINE, hf_home, offline
 from armor.pipeline.models import HUB_FILES
 
 log = logging.getLogger(__name__)

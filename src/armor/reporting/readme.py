@@ -2,8 +2,9 @@
 the last run, from results/tables/ (the workflow's) or results/benchmarks/ (`make bench-armor`'s), so the README never
 shows hand-copied numbers.
 
-Run `python -m armor.reporting.readme [README.md] [folder ...]` (`make readme-tables`, also the end of `make demo` and
-`make bench-armor`); the folders default to results/tables and results/benchmarks.
+Run `python -m armor.reporting.readme [README.md] [folder ...]` (`make readme-tables`: a developer refreshes the
+README's snapshot for a commit; no run writes a tracked file); the folders default to results/tables and
+results/benchmarks.
 """
 
 import re
