@@ -7,8 +7,9 @@ import subprocess
 import pandas as pd
 import torch
 
-from armor.reporting.provenance import IMAGE_ENV, code_state, footnote, stamped, write_provenance
+from armor.reporting.provenance import code_state, footnote, stamped, write_provenance
 from armor.reporting.render import render
+from armor.software import IMAGE_ENV
 
 
 def _git(repo, *args):

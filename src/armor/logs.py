@@ -5,7 +5,7 @@ import sys
 from typing import Any
 
 from armor.hub.environment import hf_home, offline
-from armor.reporting.provenance import software
+from armor.software import software
 
 
 def setup(log_file: str | None = None) -> None:

@@ -32,9 +32,10 @@ from armor.pipeline.data import calibration_windows
 from armor.pipeline.models import fetch_model, load_tokenizer
 from armor.pipeline.stats import StatsCollector
 from armor.reporting.figures import convergence_figure
-from armor.reporting.provenance import code_state, commit_label, device_name
+from armor.reporting.provenance import code_state, commit_label
 from armor.reporting.render import to_markdown
 from armor.reporting.tables import write_csv
+from armor.software import device_name
 
 log = logging.getLogger(__name__)
 

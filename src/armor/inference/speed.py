@@ -21,7 +21,7 @@ from armor.inference.armor_linear import ArmorLinear
 from armor.inference.packed import load_pruned, packed_bytes
 from armor.optimizer import blockdiag as bd
 from armor.pipeline.models import DTYPES, dtype_name
-from armor.reporting.provenance import software
+from armor.software import software
 from armor.sparsity import mask_24
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from armor.pipeline.faults import after_block
 from armor.pipeline.fingerprint import changed, digest
 from armor.pipeline.models import dtype_name
 from armor.pipeline.prune import BLOCK_FILE, run_settings
-from armor.reporting.provenance import software
+from armor.software import software
 from armor.sparsity import zero_count
 
 log = logging.getLogger(__name__)
