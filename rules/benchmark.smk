@@ -22,6 +22,10 @@ rule speed:
         rounds=config["speed"]["rounds"],
         dtype=config["speed"]["model_dtype"],
         device=config["device"],
+        labels=lambda wildcards: {
+            "label": VARIANTS[wildcards.method].label,
+            "origin": VARIANTS[wildcards.method].origin,
+        },
     script:
         "../scripts/benchmark/speed.py"
 

@@ -20,6 +20,7 @@ rule build:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         spec=model_spec,
         calibration=run_calibration,
+        variant=lambda wildcards: VARIANTS[wildcards.method],
         options=method_options,
     script:
         "../scripts/build/build.py"
@@ -49,6 +50,7 @@ rule export_dense:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
         spec=model_spec,
         calibration=run_calibration,
+        variant=lambda wildcards: VARIANTS[wildcards.method],
         options=method_options,
     script:
         "../scripts/build/export_dense.py"

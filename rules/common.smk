@@ -14,9 +14,11 @@ from armor.prefetch.plan import (
     text_parts,
 )
 from armor.methods import METHODS
+from armor.methods.variants import configured
 from armor.pipeline.data import HUB_TEXT
 from armor.pipeline.models import num_blocks
 from armor.reporting.provenance import code_state
+from armor.reporting.tables import BASELINES
 
 validate(config)
 TASK_INDEX = check_tasks(
@@ -34,6 +36,11 @@ os.environ.update(
         ),
     )
 )
+VARIANTS = configured(
+    config
+)  # every name in methods: the method it runs, its label and settings
+ARMOR_METHODS = [name for name, v in VARIANTS.items() if v.is_armor]
+BASELINE_METHODS = [name for name, v in VARIANTS.items() if v.method in BASELINES]
 HUB_MODELS = hub_models(config)
 TEXT_PARTS = text_parts(config)
 HARNESS_TASKS = harness_tasks(config)
@@ -87,8 +94,9 @@ def prefetch_records():
 
 
 def block_sizes(method):
-    """ARMOR runs once per configured block size; every other method once, as b = 0."""
-    return config["block_sizes"] if method == "armor" else [0]
+    """ARMOR (and its variants) runs once per block size (its own block_sizes, else the config's); every other method
+    once, as b = 0."""
+    return VARIANTS[method].block_sizes(config["block_sizes"])
 
 
 SEEDS = config["calibration"]["seeds"]
@@ -96,11 +104,18 @@ SEEDS = config["calibration"]["seeds"]
 
 def seeds(method):
     """Calibration seeds a method runs with: every configured one; dense, which reads no calibration, the first."""
-    return SEEDS[:1] if method == "dense" else SEEDS
+    return SEEDS[:1] if VARIANTS[method].method == "dense" else SEEDS
 
 
 RUNS = [
-    {"model": model, "method": method, "block_size": b, "seed": s}
+    {
+        "model": model,
+        "method": method,
+        "label": VARIANTS[method].label,
+        "origin": VARIANTS[method].origin,
+        "block_size": b,
+        "seed": s,
+    }
     for model in config["models"]
     for method in config["methods"]
     for b in block_sizes(method)
@@ -175,9 +190,11 @@ def blocks_of(model):
 
 def calibration_mode(method):
     """independent, sequential (per method: its default, or calibration.mode.<method>), or none for dense."""
-    if method == "dense":
+    base = VARIANTS[method].method
+    if base == "dense":
         return "none"
-    return config["calibration"]["mode"].get(method, METHODS[method].default_mode)
+    modes = config["calibration"]["mode"]
+    return modes.get(method, modes.get(base, METHODS[base].default_mode))
 
 
 def part_blocks(model, part):
@@ -186,15 +203,32 @@ def part_blocks(model, part):
     return list(range(int(part) * k, min((int(part) + 1) * k, blocks_of(model))))
 
 
-def part_dirs(wildcards):
-    """The pruned-block folders a run is assembled from: one per part, the whole chain, or none (dense)."""
-    mode = calibration_mode(wildcards.method)
+def prune_jobs(method, model):
+    """A run's prune jobs by name: its parts (independent mode), the chain (sequential), or none (dense)."""
+    mode = calibration_mode(method)
     if mode == "none":
         return []
     if mode == "sequential":
-        return [f"{run_dir(wildcards)}/parts/chain"]
-    n_parts = math.ceil(blocks_of(wildcards.model) / config["prune"]["blocks_per_job"])
-    return [f"{run_dir(wildcards)}/parts/{p}" for p in range(n_parts)]
+        return ["chain"]
+    n_parts = math.ceil(blocks_of(model) / config["prune"]["blocks_per_job"])
+    return [str(p) for p in range(n_parts)]
+
+
+def part_dirs(wildcards):
+    """The pruned-block folders a run is assembled from: one per prune job."""
+    return [
+        f"{run_dir(wildcards)}/parts/{job}"
+        for job in prune_jobs(wildcards.method, wildcards.model)
+    ]
+
+
+def prune_benchmarks(run):
+    """Snakemake's benchmark files of a run's prune jobs: what its pruning cost."""
+    folder = f"results/benchmarks/prune/{run['model']}/{run['method']}/b{run['block_size']}-s{run['seed']}"
+    return [
+        f"{folder}/{job if job == 'chain' else f'part{job}'}.tsv"
+        for job in prune_jobs(run["method"], run["model"])
+    ]
 
 
 def calibration_dir(wildcards):
@@ -217,8 +251,8 @@ def run_calibration(wildcards):
 def needs_hessian():
     """Whether the calibration pass must record XᵀX: a method that needs it runs in independent mode."""
     return any(
-        METHODS[m].needs_hessian and calibration_mode(m) == "independent"
-        for m in config["methods"]
+        METHODS[v.method].needs_hessian and calibration_mode(m) == "independent"
+        for m, v in VARIANTS.items()
     )
 
 
@@ -229,36 +263,43 @@ def evaluation_inputs(wildcards):
     ]
 
 
+def base_method(wildcards):
+    """The method a run's name runs (a variant's method, or the name itself)."""
+    return VARIANTS[wildcards.method].method
+
+
 def method_options(wildcards):
-    """Options handed to the method: ARMOR's settings and block size, and the run's calibration seed."""
-    options = {"seed": int(wildcards.seed)}
-    if wildcards.method == "armor":
+    """Options handed to the method: its settings (ARMOR's with its block size and iterations), and the run's
+    calibration seed."""
+    variant = VARIANTS[wildcards.method]
+    options = {"seed": int(wildcards.seed)} | {
+        k: v
+        for k, v in variant.settings.items()
+        if k not in ("iterations_by_block_size", "block_sizes")
+    }
+    if variant.is_armor:
         b = int(wildcards.block_size)
-        options |= {
-            k: v for k, v in config["armor"].items() if k != "iterations_by_block_size"
-        }
-        options |= {"block_size": b, "iterations": armor_iterations(b)}
+        options |= {"block_size": b, "iterations": variant.iterations(b)}
     return options
 
 
-def armor_iterations(block_size):
-    """ARMOR's iterations at one block size: its entry in iterations_by_block_size, else iterations."""
-    by_size = {
-        int(k): v for k, v in config["armor"]["iterations_by_block_size"].items()
-    }
-    return by_size.get(block_size, config["armor"]["iterations"])
+# One ARMOR iteration's cost per solver, relative to Adam's (SmolLM2 at b = 128, docs/time-to-quality-history.md)
+SOLVER_COST = {"adam": 1, "exact": 4, "sweep": 34, "gauss_newton": 12}
 
 
 def prune_priority(wildcards):
-    """A prune job's scheduling priority: ARMOR's iterations times the job's decoder blocks (0 for other methods), so
-    the longest jobs start first and no long job is left to run alone at the end."""
-    if wildcards.method != "armor":
+    """A prune job's scheduling priority: its ARMOR iterations times the solver's relative cost per iteration times
+    the job's decoder blocks (0 for other methods), so the longest jobs start first and no long job is left to run
+    alone at the end."""
+    variant = VARIANTS[wildcards.method]
+    if not variant.is_armor:
         return 0
     if hasattr(wildcards, "part"):
         blocks = len(part_blocks(wildcards.model, wildcards.part))
     else:
         blocks = blocks_of(wildcards.model)
-    return armor_iterations(int(wildcards.block_size)) * blocks
+    iterations = variant.iterations(int(wildcards.block_size))
+    return iterations * SOLVER_COST[variant.settings["solver"]] * blocks
 
 
 def run_files(name, runs=RUNS):
@@ -266,7 +307,10 @@ def run_files(name, runs=RUNS):
     return [f"{run_path(r)}/{name}" for r in runs]
 
 
-ARMOR_RUNS = [r for r in RUNS if r["method"] == "armor"]
+ARMOR_RUNS = [r for r in RUNS if r["method"] in ARMOR_METHODS]
+PRUNE_BENCHMARKS = [
+    prune_benchmarks(r) for r in RUNS
+]  # read by the tables (not inputs: they are there once a run's summary is)
 TASKS = config["downstream"]["tasks"]
 LOCAL_TASKS = sorted({spec["local"] for spec in TASKS.values() if "local" in spec})
 TABLES = (
@@ -274,7 +318,7 @@ TABLES = (
     + ["downstream"] * bool(TASKS)
     + ["blocksize", "iterations"] * bool(ARMOR_RUNS)
 )
-FIGURES = ["pareto"] + ["iterations", "blocksize"] * bool(ARMOR_RUNS)
+FIGURES = ["pareto", "cost"] + ["iterations", "blocksize"] * bool(ARMOR_RUNS)
 
 
 def downstream_input(wildcards):
@@ -296,10 +340,11 @@ def task_dir_input(wildcards):
     return "results/data/lm_tasks" if LOCAL_TASKS else []
 
 
-def snapshot_iterations():
-    """ARMOR snapshots that need their own perplexity: not 0 (NoWag-P's) nor any run's last iteration (its own)."""
-    last = min(armor_iterations(b) for b in config["block_sizes"])
-    return sorted(k for k in set(config["armor"]["snapshots"]) if 0 < k < last)
+def snapshot_iterations(wildcards):
+    """An ARMOR run's snapshots that need their own perplexity: not 0 (NoWag-P's) nor its last iteration (its own)."""
+    variant = VARIANTS[wildcards.method]
+    last = variant.iterations(int(wildcards.block_size))
+    return sorted(k for k in set(variant.settings["snapshots"]) if 0 < k < last)
 
 
 def final_targets():

@@ -30,14 +30,16 @@ rule perplexity:
 rule snapshot_perplexity:
     input:
         model="results/models/{model}",
-        pruned="results/runs/{model}/armor/b{block_size}-s{seed}/pruned",
+        pruned="results/runs/{model}/{method}/b{block_size}-s{seed}/pruned",
         windows=lambda wildcards: f"results/data/{wildcards.model}/eval_{config['evaluation']['snapshot_dataset']}.safetensors",
     output:
-        "results/runs/{model}/armor/b{block_size}-s{seed}/snapshots.json",
+        "results/runs/{model}/{method}/b{block_size}-s{seed}/snapshots.json",
     log:
-        "results/logs/snapshot_perplexity/{model}/b{block_size}-s{seed}.log",
+        "results/logs/snapshot_perplexity/{model}/{method}/b{block_size}-s{seed}.log",
     benchmark:
-        "results/benchmarks/snapshot_perplexity/{model}/b{block_size}-s{seed}.tsv"
+        "results/benchmarks/snapshot_perplexity/{model}/{method}/b{block_size}-s{seed}.tsv"
+    wildcard_constraints:
+        method="|".join(ARMOR_METHODS) or "(?!)",
     conda:
         ENV
     threads: 4
@@ -47,7 +49,7 @@ rule snapshot_perplexity:
         runtime=runtime(4 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
-        iterations=snapshot_iterations(),
+        iterations=snapshot_iterations,
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
         stream=config["evaluation"]["stream_blocks"],

@@ -66,3 +66,26 @@ rule pareto_figure:
         runtime=runtime(10),
     script:
         "../scripts/figures/pareto_figure.py"
+
+
+rule cost_figure:
+    input:
+        "results/tables/main.csv",
+    output:
+        pdf="results/figures/cost.pdf",
+        png=report(
+            "results/figures/cost.png",
+            caption="../report/fig_cost.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/figures/cost.log",
+    benchmark:
+        "results/benchmarks/figures/cost.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime(10),
+    script:
+        "../scripts/figures/cost_figure.py"

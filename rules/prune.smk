@@ -22,6 +22,7 @@ rule prune_part:
         runtime=runtime(24 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
+        method=base_method,
         options=method_options,
         blocks=lambda wildcards: part_blocks(wildcards.model, wildcards.part),
         work="results/checkpoints/{model}/{method}/b{block_size}-s{seed}/part{part}",
@@ -54,6 +55,7 @@ rule prune_chain:
         runtime=runtime(24 * 60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
+        method=base_method,
         options=method_options,
         work="results/checkpoints/{model}/{method}/b{block_size}-s{seed}/chain",
         device=config["device"],
@@ -82,6 +84,7 @@ rule assemble:
         runtime=runtime(60),
     params:
         dtype=lambda wildcards: model_spec(wildcards)["dtype"],
+        method=base_method,
         options=method_options,
         mode=lambda wildcards: calibration_mode(wildcards.method),
     script:

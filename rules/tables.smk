@@ -28,6 +28,8 @@ rule main_table:
         runtime=runtime(10),
     params:
         runs=RUNS,
+        baselines=BASELINE_METHODS,
+        benchmarks=PRUNE_BENCHMARKS,
     script:
         "../scripts/tables/main_table.py"
 
@@ -35,6 +37,7 @@ rule main_table:
 rule downstream_table:
     input:
         runs=run_files("downstream.json"),
+        summaries=run_files("summary.json"),
         provenance="results/provenance.json",
     output:
         report(
@@ -54,6 +57,7 @@ rule downstream_table:
         runtime=runtime(10),
     params:
         runs=RUNS,
+        benchmarks=PRUNE_BENCHMARKS,
     script:
         "../scripts/tables/downstream_table.py"
 
@@ -78,6 +82,8 @@ rule blocksize_table:
     resources:
         mem_mb=1000,
         runtime=runtime(10),
+    params:
+        methods=ARMOR_METHODS,
     script:
         "../scripts/tables/blocksize_table.py"
 

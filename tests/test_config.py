@@ -9,6 +9,7 @@ import yaml
 
 from armor.config import ConfigError, validate
 from armor.evaluation.task_index import check_tasks
+from armor.methods.variants import configured
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,10 +150,10 @@ def test_paper_dag_builds_offline():
     counts = dict(line.split() for line in result.stdout.splitlines() if line.split()[:1] and line.split()[-1].isdigit() and len(line.split()) == 2)
     blocks = {"llama2-7b": 32, "llama2-13b": 40, "llama2-70b": 80, "llama3-8b": 32, "llama3-70b": 80, "qwen2.5-7b": 28,
               "qwen2.5-14b": 48, "qwen2.5-32b": 64, "qwen2.5-72b": 80}
-    models, runs_per_model = len(blocks), 5  # dense, wanda, sparsegpt, nowag_p, armor@128
+    models, runs_per_model = len(blocks), 6  # dense, wanda, sparsegpt, nowag_p, the paper's armor@128 and ours beside it
     assert counts["fetch_model"] == counts["calibrate"] == str(models)
     assert counts["prune_chain"] == str(models * 2)  # wanda and sparsegpt calibrate sequentially
-    assert counts["prune_part"] == str(sum(2 * -(-n // 4) for n in blocks.values()))  # nowag_p and armor, 4 blocks per job
+    assert counts["prune_part"] == str(sum(3 * -(-n // 4) for n in blocks.values()))  # nowag_p, armor and armor_gn, 4 blocks per job
     assert counts["assemble"] == counts["perplexity"] == str(models * runs_per_model)
     assert counts["evaluation_data"] == str(models * 2)
 
@@ -164,7 +165,7 @@ def test_slurm_profile_builds_paper_dag_with_gpu_requests():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = result.stdout.split("\n\n")
-    parts = [j for j in jobs if "rule prune_part:" in j and "model=llama2-70b, method=armor" in j]
+    parts = [j for j in jobs if "rule prune_part:" in j and "model=llama2-70b, method=armor," in j]
     assert len(parts) == 20
     per_block_gb = 69 / 80
     for part in parts:
@@ -185,7 +186,8 @@ def test_longest_jobs_have_the_highest_priority():
         capture_output=True, text=True, cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    demo = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["armor"]
+    config = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    paper, ours = config["armor"], config["variants"]["armor_gn"]["settings"]
     priority = {}
     for job in result.stdout.split("\n\n"):
         rule = re.search(r"rule (\w+):", job)
@@ -193,8 +195,49 @@ def test_longest_jobs_have_the_highest_priority():
             name = rule[1] + "".join(f" {k}={v}" for k, v in re.findall(r"(method|block_size|part)=(\w+)", job))
             found = re.search(r"priority: (\d+)", job)
             priority[name] = int(found[1]) if found else 0
-    for b, iterations in ((16, demo["iterations"]), (64, demo["iterations_by_block_size"][64])):
-        assert priority[f"prune_part method=armor block_size={b} part=0"] == iterations * 15  # 15 blocks per job
+    for b, iterations in ((16, ours["iterations"]), (64, ours["iterations_by_block_size"][64])):
+        assert priority[f"prune_part method=armor_gn block_size={b} part=0"] == iterations * 12 * 15  # 15 blocks per job, a step 12 Adam ones
+    assert priority["prune_part method=armor block_size=16 part=0"] == paper["iterations"] * 15
+    assert priority["prune_part method=armor_gn block_size=16 part=0"] > priority["prune_part method=armor block_size=16 part=0"]
     assert priority["calibrate"] == 1
     assert priority["prune_part method=nowag_p block_size=0 part=0"] == priority["prune_chain method=sparsegpt block_size=0"] == 0
     assert max(p for name, p in priority.items() if not name.startswith(("prune", "calibrate"))) == 0
+
+
+def test_variants_run_a_method_with_their_own_settings_and_label():
+    config = validate(_minimal() | {"methods": ["dense", "sparsegpt", "armor", "armor_gn", "sparsegpt_damped"], "armor": {"iterations": 100},
+                                    "variants": {"armor_gn": {"method": "armor", "settings": {"solver": "gauss_newton", "block_sizes": [16]}},
+                                                 "sparsegpt_damped": {"method": "sparsegpt", "label": "SparseGPT, 10 % damping", "settings": {"percdamp": 0.1}}}})
+    variants = configured(config)
+    assert [(v.method, v.label, v.origin) for v in variants.values()] == [
+        ("dense", "Dense", "paper"), ("sparsegpt", "SparseGPT", "paper"), ("armor", "ARMOR", "paper"),
+        ("armor", "ARMOR, Gauss–Newton (ours)", "ours"), ("sparsegpt", "SparseGPT, 10 % damping (ours)", "ours")]
+    gn = variants["armor_gn"]
+    assert gn.settings["iterations"] == 100 and gn.settings["solver"] == "gauss_newton"  # the method's section, then its own
+    assert gn.block_sizes([16, 64]) == [16] and variants["armor"].block_sizes([16, 64]) == [16, 64] and variants["sparsegpt"].block_sizes([16]) == [0]
+    assert variants["sparsegpt_damped"].settings == {"percdamp": 0.1, "blocksize": 128}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["methods"].append("armor_gnn"), "config key 'methods.2': 'armor_gnn' is not allowed; allowed values: dense, magnitude, wanda, sparsegpt, nowag_p, armor, armor_gn; nearest: armor_gn"),
+        (lambda c: c["variants"]["armor_gn"]["settings"].update(lr="fast"), "variants.armor_gn.settings: option 'lr': 'fast' is not of type 'number'"),
+        (lambda c: c["variants"].update(mag={"method": "magnitude", "settings": {"x": 1}}), "config key 'variants.mag.settings': magnitude takes no settings"),
+        (lambda c: c["variants"].update(armor={"method": "armor"}), "config key 'variants'"),
+        (lambda c: c["calibration"].update(mode={"armor_gm": "sequential"}), "config key 'calibration.mode': 'armor_gm' is not allowed; allowed values: magnitude, wanda, sparsegpt, nowag_p, armor, armor_gn"),
+    ],
+    ids=["unknown-name", "bad-setting", "settings-of-a-method-without", "a-methods-own-name", "mode-key"],
+)
+def test_bad_variant_names_the_key(edit, message):
+    config = _minimal() | {"variants": {"armor_gn": {"method": "armor", "settings": {"solver": "gauss_newton"}}}}
+    edit(config)
+    with pytest.raises(ConfigError) as err:
+        validate(config)
+    assert message in str(err.value)
+
+
+def test_a_variant_may_set_its_own_calibration_mode():
+    config = validate(_minimal() | {"methods": ["wanda", "wanda_indep"], "variants": {"wanda_indep": {"method": "wanda"}},
+                                    "calibration": {"source": "c4", "mode": {"wanda_indep": "independent"}}})
+    assert configured(config)["wanda_indep"].origin == "ours"

@@ -125,3 +125,12 @@ def test_prune_layer_api_for_armor_and_baselines():
         armor.prune_layer(w, stats.h, "armor", block_size=16, lr=-0.1)
     with pytest.raises(ValueError, match="option 'block_size': 0 is less than the minimum of 1"):
         armor.prune_layer(w, stats.h, "armor", block_size=0)
+
+
+def test_a_methods_settings_reach_it_through_the_block_interface():
+    w, _, stats = _layer()
+    block = get_method("sparsegpt").prune_block
+    default = block({"l": w}, {"l": stats}, {"seed": 0})["l"].weight
+    assert torch.equal(default, sparsegpt.prune(w, stats))
+    damped = block({"l": w}, {"l": stats}, {"seed": 0, "percdamp": 0.5, "blocksize": 16})["l"].weight
+    assert torch.equal(damped, sparsegpt.prune(w, stats, percdamp=0.5, blocksize=16)) and not torch.equal(damped, default)

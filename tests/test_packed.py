@@ -14,6 +14,7 @@ from armor.evaluation.perplexity import evaluate_run
 from armor.inference.armor_linear import ArmorLinear, apply_blocks, compress_24, decompress_24
 from armor.inference.model_card import model_card
 from armor.inference.packed import export_dense, load_pruned, pack, packed_bytes
+from armor.methods.variants import configured
 from armor.optimizer import blockdiag as bd
 from armor.pipeline.data import calibration_windows, evaluation_windows, save_windows
 from armor.pipeline.driver import prune_model
@@ -93,14 +94,12 @@ def runs(request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory:
         assert summary["layers"] == 2 * 7
         evaluate_run(root / "model", "float32", run / "pruned", {"news": root / "eval.safetensors"}, run / "perplexity.json", device="cpu")
         card_options = options | ({"iterations": 10, "solver": "adam", "selection": "gradient_random"} if method == "armor" else {})
-
-        def card(packed: bool) -> str:
-            """The run's model card for its packed or dense-equivalent folder."""
-            return model_card("tiny", {"source": "random", "seqlen": 48}, method, run / "summary.json", run / "perplexity.json", None,
-                              {"source": "gensim_news", "nsamples": 8, "seed": 0}, card_options, packed=packed)
-
-        pack(root / "model", "float32", run / "pruned", run / "packed", card(packed=True))
-        export_dense(root / "model", "float32", run / "pruned", run / "dense_equivalent", card(packed=False))
+        variant = configured({"methods": [method], "armor": card_options})[method]
+        cards = {packed: model_card("tiny", {"source": "random", "seqlen": 48}, variant, run / "summary.json", run / "perplexity.json",
+                                    None, {"source": "gensim_news", "nsamples": 8, "seed": 0}, card_options, packed=packed)
+                 for packed in (True, False)}
+        pack(root / "model", "float32", run / "pruned", run / "packed", cards[True])
+        export_dense(root / "model", "float32", run / "pruned", run / "dense_equivalent", cards[False])
     return arch, root, windows
 
 

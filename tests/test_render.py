@@ -5,15 +5,15 @@ import json
 import pandas as pd
 import pytest
 
-from armor.reporting.figures import blocksize_figure, iterations_figure, pareto_figure
-from armor.reporting.render import downstream_layout, render, to_latex, to_markdown
+from armor.reporting.figures import blocksize_figure, cost_figure, iterations_figure, pareto_figure
+from armor.reporting.render import downstream_layout, prune_cost, render, speed_layout, to_latex, to_markdown
 from armor.reporting.tables import blocksize_table, downstream_table, iterations_table, relative_ppl
 
 MAIN = pd.DataFrame(
     {
-        "model": ["m"] * 4, "method": ["armor", "dense", "nowag_p", "armor"], "block_size": [64, 0, 0, 16],
-        "ppl_wiki": [30.0, 10.0, 50.0, 40.0], "proxy_loss": [0.05, 0.0, 0.07, 0.06], "zero_fraction": [0.5, 0.0, 0.5, 0.5],
-        "overhead": [0.18, 0.0, 0.0, 0.05], "prune_seconds": [1.0, 0.0, 1.0, 1.0], "calibration_mode": ["independent"] * 4,
+        "model": ["m"] * 4, "method": ["dense", "nowag_p", "armor", "armor"], "block_size": [0, 0, 64, 16],
+        "ppl_wiki": [10.0, 50.0, 30.0, 40.0], "proxy_loss": [0.0, 0.07, 0.05, 0.06], "zero_fraction": [0.0, 0.5, 0.5, 0.5],
+        "overhead": [0.0, 0.0, 0.18, 0.05], "prune_seconds": [0.0, 1.0, 1.0, 1.0], "calibration_mode": ["independent"] * 4,
     }
 )
 
@@ -23,7 +23,7 @@ def test_relative_perplexity_is_one_at_nowag_and_zero_at_dense():
 
 
 def test_blocksize_table_orders_block_sizes():
-    table = blocksize_table(MAIN)
+    table = blocksize_table(MAIN, ["armor"])
     assert table["block_size"].tolist() == [16, 64]
     assert table["rel_ppl_wiki"].tolist() == pytest.approx([0.75, 0.5])
 
@@ -68,7 +68,7 @@ def test_figures_are_drawn_from_tables(tmp_path):
          "decode_tokens_per_s": [90.0, 100.0, 100.0, 95.0], "device_name": ["cpu"] * 4}
     )
     iterations_figure(iterations, tmp_path / "it.pdf", tmp_path / "it.png")
-    blocksize_figure(blocksize_table(MAIN), tmp_path / "bs.pdf", tmp_path / "bs.png")
+    blocksize_figure(blocksize_table(MAIN, ["armor"]), tmp_path / "bs.pdf", tmp_path / "bs.png")
     pareto_figure(MAIN, speed, tmp_path / "p.pdf", tmp_path / "p.png")
     for name in ["it", "bs", "p"]:
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000 and (tmp_path / f"{name}.pdf").read_bytes().startswith(b"%PDF")
@@ -80,7 +80,7 @@ def test_downstream_table_carries_lm_evals_standard_errors(tmp_path):
     for i, run in enumerate(runs):
         (tmp_path / f"{i}.json").write_text(json.dumps({"a": {"score": 0.5, "stderr": 0.05}, "b": {"score": 0.7 + 0.1 * i, "stderr": 0.04}}))
     table = downstream_table(runs, [tmp_path / "0.json", tmp_path / "1.json"])
-    assert list(table.columns) == ["model", "method", "block_size", "seeds", "a", "b", "mean", "mean_min", "mean_max", "a_stderr", "b_stderr", "mean_stderr"]
+    assert list(table.columns) == ["model", "method", "label", "origin", "block_size", "seeds", "a", "b", "mean", "mean_min", "mean_max", "a_stderr", "b_stderr", "mean_stderr"]
     assert table["mean_stderr"].tolist() == pytest.approx([(0.05**2 + 0.04**2) ** 0.5 / 2] * 2)
     shown = downstream_layout(table)
     assert list(shown.columns) == ["Model", "Method", "a", "b", "Mean"]
@@ -98,20 +98,58 @@ def test_downstream_table_averages_seeds_and_shows_their_spread(tmp_path):
 
 
 def test_seed_spread_reaches_the_rendered_tables_and_figures(tmp_path):
-    spread = MAIN.assign(seeds=[3, 1, 3, 3], ppl_wiki_min=MAIN["ppl_wiki"] - 1, ppl_wiki_max=MAIN["ppl_wiki"] + 2)
+    spread = MAIN.assign(seeds=[1, 3, 3, 3], ppl_wiki_min=MAIN["ppl_wiki"] - 1, ppl_wiki_max=MAIN["ppl_wiki"] + 2)
     spread.to_csv(tmp_path / "main.csv", index=False)
     shown = render("main", tmp_path / "main.csv", tmp_path / "main.md", tmp_path / "main.tex")
     assert shown["m wiki"].tolist() == ["10.00", "50.00 [49.00–52.00]", "40.00 [39.00–42.00]", "30.00 [29.00–32.00]"]
-    blocksize = blocksize_table(spread)
+    blocksize = blocksize_table(spread, ["armor"])
     assert blocksize["rel_ppl_wiki_min"].tolist() == pytest.approx([29 / 40, 19 / 40]) and blocksize["seeds"].tolist() == [3, 3]
     blocksize.to_csv(tmp_path / "blocksize.csv", index=False)
     shown = render("blocksize", tmp_path / "blocksize.csv", tmp_path / "b.md", tmp_path / "b.tex")
     assert shown["rel. ppl wiki"].tolist() == ["0.750 [0.725–0.800]", "0.500 [0.475–0.550]"]
     blocksize_figure(blocksize, tmp_path / "bs.pdf", tmp_path / "bs.png")
     speed = pd.DataFrame({"model": ["m"] * 4, "method": spread["method"], "block_size": spread["block_size"], "batch_size": [8] * 4,
-                          "decode_tokens_per_s": [90.0, 100.0, 100.0, 95.0], "device_name": ["cpu"] * 4})
+                          "decode_tokens_per_s": [100.0, 100.0, 90.0, 95.0], "device_name": ["cpu"] * 4})
     pareto_figure(spread, speed, tmp_path / "p.pdf", tmp_path / "p.png")
     iterations = pd.DataFrame({"model": ["m"] * 4, "block_size": [64] * 4, "seed": [0, 0, 1, 1], "iteration": [0, 10, 0, 10],
                                "rel_proxy_loss": [1.0, 0.5, 1.0, 0.4], "ppl_wiki": [50.0, 30.0, 52.0, 31.0], "rel_ppl": [1.0, 0.5, 1.0, 0.52]})
     iterations_figure(iterations, tmp_path / "it.pdf", tmp_path / "it.png")
     assert all((tmp_path / f"{n}.png").stat().st_size > 10_000 for n in ("bs", "p", "it"))
+
+
+def test_variants_and_prune_costs_reach_the_rendered_tables_and_the_cost_figure(tmp_path):
+    table = MAIN.assign(label=["Dense", "NoWag-P", "ARMOR", "ARMOR"], origin="paper")
+    ours = table.iloc[[2]].assign(method="armor_gn", label="ARMOR, Gauss–Newton (ours)", origin="ours", ppl_wiki=20.0)
+    table = pd.concat([table, ours], ignore_index=True).assign(
+        prune_hours=[0.0, 0.004, 0.2, 1.5, 0.05], prune_core_hours=[0.0, 0.004, 0.19, 2.9, 0.05], prune_gpu_hours=0.0,
+        prune_peak_mb=[0.0, 900.0, 1126.4, 1024.0, 1228.8], prune_device="cpu")
+    table.to_csv(tmp_path / "main.csv", index=False)
+    shown = render("main", tmp_path / "main.csv", tmp_path / "main.md", tmp_path / "main.tex")
+    assert shown["Method"].tolist() == ["Dense", "NoWag-P", "ARMOR (b=16)", "ARMOR (b=64)", "ARMOR, Gauss–Newton (ours) (b=64)"]
+    assert shown["m prune"].tolist() == ["–", "14.4 s (14.4 core-s), 0.9 GB", "1.5 h (2.9 core-h), 1.0 GB", "12 min (11.4 core-min), 1.1 GB",
+                                         "3 min (3 core-min), 1.2 GB"]
+    blocksize = blocksize_table(table, ["armor", "armor_gn"])
+    assert blocksize["method"].tolist() == ["armor", "armor", "armor_gn"] and blocksize["prune_hours"].tolist() == [1.5, 0.2, 0.05]
+    blocksize.to_csv(tmp_path / "blocksize.csv", index=False)
+    shown = render("blocksize", tmp_path / "blocksize.csv", tmp_path / "b.md", tmp_path / "b.tex")
+    assert shown["Method"].tolist() == ["ARMOR", "ARMOR", "ARMOR, Gauss–Newton (ours)"] and shown["prune"].iloc[2] == "3 min (3 core-min), 1.2 GB"
+    gpu = table.assign(prune_gpu_hours=table["prune_hours"])
+    assert prune_cost(gpu.iloc[[2, 3]]) == ["12 GPU-min, 1.1 GB", "1.5 GPU-h, 1.0 GB"]
+    cost_figure(table, tmp_path / "c.pdf", tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_speed_ratios_carry_their_round_range_show_ties_and_rank_no_dense_kernel():
+    table = pd.DataFrame({
+        "model": ["m"] * 4, "method": ["dense", "wanda", "armor", "sparsegpt"], "block_size": [0, 0, 64, 0], "batch_size": [8] * 4,
+        "kernel": ["dense", "dense", "semi-structured", "semi-structured"],
+        **{f"{part}_tokens_per_s{s}": [100.0] * 4 for part in ("prefill", "decode") for s in ("", "_min", "_max")},
+        **{f"dense_{part}_tokens_per_s": [float("nan"), 100.0, 98.0, 101.0] for part in ("prefill", "decode")},
+        **{f"{part}_vs_dense": [1.0, 1.1, 1.02, 1.3] for part in ("prefill", "decode")},
+        **{f"{part}_vs_dense_min": [1.0, 1.05, 0.97, 1.21] for part in ("prefill", "decode")},
+        **{f"{part}_vs_dense_max": [1.0, 1.2, 1.08, 1.38] for part in ("prefill", "decode")},
+        "peak_memory_mb": [1.0] * 4, "bytes_on_disk": [2**20] * 4, "dtype": ["float16"] * 4, "device_name": ["gpu"] * 4,
+    })
+    shown = speed_layout(table)
+    assert shown["decode × dense"].tolist() == ["reference", "not measured: dense kernel", "tie 1.02 [0.97–1.08]", "1.30 [1.21–1.38]"]
+    assert shown["dense decode tok/s, same rounds"].tolist() == ["–", "100.0", "98.0", "101.0"]

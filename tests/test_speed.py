@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import torch
 
-from armor.inference.speed import interleaved, ratio, spread, timing_dtype
+from armor.inference.speed import interleaved, ratio, ratio_spread, spread, timing_dtype
 
 
 def test_rounds_interleave_every_case_and_setup_is_not_timed():
@@ -35,6 +35,7 @@ def test_rounds_interleave_every_case_and_setup_is_not_timed():
 def test_spread_and_ratio_use_medians_over_rounds():
     assert spread(100.0, [1.0, 2.0, 4.0], "tok") == {"tok": 50.0, "tok_min": 25.0, "tok_max": 100.0}
     assert ratio([2.0, 2.0, 8.0], [1.0, 4.0, 2.0]) == 2.0  # per-round ratios 2, 0.5, 4
+    assert ratio_spread([2.0, 2.0, 8.0], [1.0, 4.0, 2.0], "r") == {"r": 2.0, "r_min": 0.5, "r_max": 4.0}
 
 
 def test_timing_dtype_is_the_configured_one_on_a_gpu_and_the_cpu_default_elsewhere():

@@ -21,7 +21,7 @@ from armor.sparsity import is_24
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
-METHODS = ["dense", "magnitude", "wanda", "sparsegpt", "nowag_p", "armor"]
+METHODS = ["dense", "magnitude", "wanda", "sparsegpt", "nowag_p", "armor", "armor_gn"]  # armor_gn: a variant of armor (ours)
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -41,13 +41,15 @@ def workflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_main_table_has_a_row_per_method(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/main.csv")
-    assert list(table.columns) == ["model", "method", "block_size", "seeds", "ppl_news", "ppl_news_min", "ppl_news_max", "proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode",
-                                   "ci_lo_news", "ci_hi_news", "best_news", "vs_best_lo_news", "vs_best_hi_news", "commit", "dirty", "config_hash"]
+    assert list(table.columns) == ["model", "method", "label", "origin", "block_size", "seeds", "ppl_news", "ppl_news_min", "ppl_news_max", "proxy_loss", "zero_fraction",
+                                   "overhead", "prune_seconds", "calibration_mode", "prune_hours", "prune_core_hours", "prune_gpu_hours", "prune_peak_mb",
+                                   "prune_device", "ci_lo_news", "ci_hi_news", "best_news", "vs_best_lo_news", "vs_best_hi_news", "commit", "dirty", "config_hash"]
     assert ((table["ci_lo_news"] < table["ppl_news"]) & (table["ppl_news"] < table["ci_hi_news"])).all()
     windows = json.loads((workflow_dir / "results/runs/tiny-llama/armor/b16-s0/window_nll.json").read_text())["news"]
     assert len(windows["nll"]) == 4 and windows["tokens_per_window"] == 63  # max_windows 4 of seqlen 64
     assert table["method"].tolist() == METHODS
-    assert table["block_size"].tolist() == [0, 0, 0, 0, 0, 16]
+    assert table["block_size"].tolist() == [0, 0, 0, 0, 0, 16, 16]
+    assert table["label"].tolist()[-2:] == ["ARMOR", "ARMOR, Gauss–Newton (ours)"] and table["origin"].tolist() == ["paper"] * 6 + ["ours"]
     assert (table["model"] == "tiny-llama").all()
     dense = table.set_index("method").loc["dense"]
     assert dense["proxy_loss"] == 0 and dense["zero_fraction"] < 0.01
@@ -58,9 +60,26 @@ def test_main_table_has_a_row_per_method(workflow_dir):
     by_method = table.set_index("method")
     assert by_method.loc["armor", "proxy_loss"] < by_method.loc["nowag_p", "proxy_loss"]
     assert by_method.loc["armor", "overhead"] == pytest.approx(16 * (2 * 128 + 2 * 96 + 3 * 192) / 36864)  # b·(d_out + d_in) over d_out·d_in
-    assert (by_method.drop("armor")["overhead"] == 0).all()
-    modes = {"dense": "none", "magnitude": "independent", "wanda": "sequential", "sparsegpt": "sequential", "nowag_p": "independent", "armor": "independent"}
+    assert by_method.loc["armor_gn", "overhead"] == by_method.loc["armor", "overhead"]
+    assert (by_method.drop(["armor", "armor_gn"])["overhead"] == 0).all()
+    modes = {"dense": "none", "magnitude": "independent", "wanda": "sequential", "sparsegpt": "sequential", "nowag_p": "independent", "armor": "independent",
+             "armor_gn": "independent"}
     assert by_method["calibration_mode"].to_dict() == modes
+
+
+def test_every_run_carries_its_prune_cost_from_the_benchmark_files(workflow_dir):
+    table = pd.read_csv(workflow_dir / "results/tables/main.csv").set_index("method")
+    assert table.loc["dense", ["prune_hours", "prune_core_hours", "prune_gpu_hours", "prune_peak_mb"]].tolist() == [0, 0, 0, 0]
+    pruned = table.drop("dense")
+    assert (pruned["prune_hours"] > 0).all() and (pruned["prune_peak_mb"] > 100).all() and (pruned["prune_gpu_hours"] == 0).all()
+    parts = workflow_dir / "results/benchmarks/prune/tiny-llama/armor/b16-s0"
+    benchmarks = [pd.read_csv(parts / f"part{p}.tsv", sep="\t").iloc[-1] for p in (0, 1)]  # 3 blocks in parts of 2 and 1
+    assert table.loc["armor", "prune_hours"] == pytest.approx(sum(b["s"] for b in benchmarks) / 3600, rel=1e-5)
+    assert table.loc["armor", "prune_peak_mb"] == pytest.approx(max(b["max_rss"] for b in benchmarks), rel=1e-5)
+    assert table.loc["armor", "prune_device"].endswith("cores")  # the CPU
+    for name in ("downstream", "blocksize"):
+        assert (pd.read_csv(workflow_dir / f"results/tables/{name}.csv")["prune_hours"] > 0).any()
+        assert re.search(r"\d core-(s|min|h)\), 0\.\d GB", (workflow_dir / f"results/tables/{name}.md").read_text())
 
 
 def test_armor_trace_is_written_and_monotone(workflow_dir):
@@ -73,12 +92,13 @@ def test_armor_trace_is_written_and_monotone(workflow_dir):
 
 def test_every_saved_pruned_linear_is_24(workflow_dir):
     for method in METHODS[1:]:
-        b = 16 if method == "armor" else 0
-        pruned = workflow_dir / f"results/runs/tiny-llama/{method}/b{b}-s0/pruned"
-        sparse = [v for block in block_tensors(pruned) for k, v in block.items() if k.endswith(".core" if method == "armor" else ".weight")]
+        armor = method.startswith("armor")
+        pruned = workflow_dir / f"results/runs/tiny-llama/{method}/b{16 if armor else 0}-s0/pruned"
+        sparse = [v for block in block_tensors(pruned) for k, v in block.items() if k.endswith(".core" if armor else ".weight")]
         assert len(sparse) == 3 * 7
         assert all(is_24(w) for w in sparse), method
-        assert run_metadata(pruned)["method"] == method
+        assert run_metadata(pruned)["method"] == ("armor" if armor else method)  # the method a variant runs
+    assert run_metadata(workflow_dir / "results/runs/tiny-llama/armor_gn/b16-s0/pruned")["options"]["solver"] == "gauss_newton"
     assert not (workflow_dir / "results/runs/tiny-llama/armor/b16-s0/parts").exists()  # temporary parts are gone
 
 
@@ -118,6 +138,11 @@ def test_build_and_speed_tables(workflow_dir):
     dense = speed[speed["method"] == "dense"]
     assert (dense["decode_vs_dense"] == 1).all() and (dense["prefill_vs_dense"] == 1).all()  # the reference is not timed against itself
     assert speed["decode_vs_dense"].notna().all()
+    timed = speed[speed["method"] != "dense"]
+    assert ((timed["decode_vs_dense_min"] <= timed["decode_vs_dense"]) & (timed["decode_vs_dense"] <= timed["decode_vs_dense_max"])).all()
+    assert timed["dense_decode_tokens_per_s"].notna().all() and speed.loc[speed["method"] == "dense", "dense_decode_tokens_per_s"].isna().all()
+    rendered = (workflow_dir / "results/tables/speed.md").read_text()
+    assert "not measured: dense kernel" in rendered and "| reference |" in rendered  # the CPU has no 2:4 kernel: nothing is ranked by it
     assert {"device", "device_name", "gpus", "sparse_backend", "image", "torch", "transformers"} <= set(speed.columns) and (speed["image"] == "host").all()
     assert (speed["sparse_backend"] == "none").all() and (speed["sparse_backend_reason"] == "no 2:4 kernels on cpu").all()
     assert (speed["dtype"] == "float32").all()  # speed.model_dtype applies on a GPU only
@@ -133,7 +158,8 @@ def test_build_and_speed_tables(workflow_dir):
 
 def test_downstream_table_scores_every_run(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/downstream.csv")
-    assert list(table.columns) == ["model", "method", "block_size", "seeds", "analogy", "news_cloze", "mean", "mean_min", "mean_max", "analogy_stderr", "news_cloze_stderr", "mean_stderr",
+    assert list(table.columns) == ["model", "method", "label", "origin", "block_size", "seeds", "analogy", "news_cloze", "mean", "mean_min", "mean_max", "analogy_stderr",
+                                   "news_cloze_stderr", "mean_stderr", "prune_hours", "prune_core_hours", "prune_gpu_hours", "prune_peak_mb", "prune_device",
                                    "commit", "dirty", "config_hash"]
     assert (table[["analogy_stderr", "news_cloze_stderr", "mean_stderr"]] >= 0).all().all()  # lm-eval's, carried over (NaN fails)
     assert table["method"].tolist() == METHODS
@@ -145,7 +171,11 @@ def test_downstream_table_scores_every_run(workflow_dir):
 
 def test_armor_tables_relate_to_nowag_and_dense(workflow_dir):
     main = pd.read_csv(workflow_dir / "results/tables/main.csv").set_index("method")
-    iterations = pd.read_csv(workflow_dir / "results/tables/iterations.csv")
+    every = pd.read_csv(workflow_dir / "results/tables/iterations.csv")
+    ours = every[every["method"] == "armor_gn"]
+    assert ours["iteration"].tolist() == [0, 2, 4] and ours["rel_ppl"].iloc[-1] == pytest.approx(
+        (main.loc["armor_gn", "ppl_news"] - main.loc["dense", "ppl_news"]) / (main.loc["nowag_p", "ppl_news"] - main.loc["dense", "ppl_news"]), rel=1e-5)
+    iterations = every[every["method"] == "armor"]
     assert iterations["iteration"].tolist() == [0, 5, 10, 15, 20]
     measured = iterations.dropna(subset=["ppl_news"]).set_index("iteration")
     assert measured.index.tolist() == [0, 10, 20]  # NoWag-P start, the snapshot, the finished run
@@ -154,6 +184,7 @@ def test_armor_tables_relate_to_nowag_and_dense(workflow_dir):
     assert measured.loc[0, "rel_ppl"] == pytest.approx(1.0)
     assert (iterations["rel_proxy_loss"].diff().dropna() <= 0).all() and iterations["rel_proxy_loss"].iloc[0] == 1.0
     blocksize = pd.read_csv(workflow_dir / "results/tables/blocksize.csv")
+    assert blocksize["method"].tolist() == ["armor", "armor_gn"]
     dense, start = main.loc["dense", "ppl_news"], main.loc["nowag_p", "ppl_news"]
     assert blocksize["rel_ppl_news"].iloc[0] == pytest.approx((main.loc["armor", "ppl_news"] - dense) / (start - dense), rel=1e-5)  # CSVs keep 6 digits
 
@@ -164,7 +195,7 @@ def test_tables_are_rendered_and_figures_drawn(workflow_dir):
         assert "| Method |" in markdown or "| Model |" in markdown
         latex = (workflow_dir / f"results/tables/{table}.tex").read_text()
         assert all(rule in latex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
-    for figure in ["pareto", "iterations", "blocksize"]:
+    for figure in ["pareto", "cost", "iterations", "blocksize"]:
         assert (workflow_dir / f"results/figures/{figure}.pdf").read_bytes().startswith(b"%PDF")
         assert (workflow_dir / f"results/figures/{figure}.png").read_bytes().startswith(b"\x89PNG")
 
@@ -186,7 +217,8 @@ def test_report_holds_every_table_and_figure(workflow_dir):
     result = snakemake(workflow_dir, "--report", str(workflow_dir / "report.html"))
     assert result.returncode == 0, result.stderr[-4000:]
     html = (workflow_dir / "report.html").read_text()
-    for name in ["main.csv", "downstream.csv", "blocksize.csv", "iterations.csv", "speed.csv", "layer_speed.csv", "pareto.png", "iterations.png", "blocksize.png"]:
+    for name in ["main.csv", "downstream.csv", "blocksize.csv", "iterations.csv", "speed.csv", "layer_speed.csv", "pareto.png", "cost.png", "iterations.png",
+                 "blocksize.png"]:
         assert name in html, name
 
 
@@ -199,9 +231,12 @@ def test_dense_equivalent_export_is_a_rule(workflow_dir):
     assert (workflow_dir / target / "model.safetensors.index.json").exists() and (workflow_dir / target / "README.md").exists()
 
 
-def test_a_settings_change_reruns_the_jobs_it_determines(workflow_dir, tmp_path):
+@pytest.mark.parametrize(("edit", "method"), [(lambda c: c["armor"].update(iterations=21), "armor"),
+                                              (lambda c: c["variants"]["armor_gn"]["settings"].update(cg_steps=6), "armor_gn")],
+                         ids=["method", "variant"])
+def test_a_settings_change_reruns_the_jobs_it_determines(workflow_dir, tmp_path, edit, method):
     changed = yaml.safe_load(TINY.read_text())
-    changed["armor"]["iterations"] = 21
+    edit(changed)
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workflow_dir), "-n", "--configfile", str(tmp_path / "changed.yaml")]
     dry = subprocess.run(cmd, capture_output=True, text=True)
@@ -209,7 +244,8 @@ def test_a_settings_change_reruns_the_jobs_it_determines(workflow_dir, tmp_path)
     jobs = re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", dry.stdout, re.S | re.M)
     params_changed = {rule for rule, body in jobs if "Params have changed since last execution" in body}
     assert "prune_part" in params_changed and "assemble" in {rule for rule, _ in jobs}
-    assert all("method=armor" in body for rule, body in jobs if rule in ("prune_part", "prune_chain", "assemble"))
+    run_jobs = [body for rule, body in jobs if "method=" in body]
+    assert run_jobs and all(f"method={method}," in body for body in run_jobs)  # the other variant's runs are kept
 
 
 def test_every_table_names_the_commit_and_config_it_came_from(workflow_dir):

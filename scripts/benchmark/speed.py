@@ -17,6 +17,6 @@ reference = Path(snakemake.input.reference) if snakemake.input.reference else No
 device = resolve_device(p.device)
 dtype = timing_dtype(p.dtype, device)  # the CPU times each model in its own dtype
 rows = model_speed(Path(snakemake.input.packed), reference, p.batch_sizes, p.prompt_len, p.decode_tokens, device, p.rounds, dtype)
-keys = {k: v for k, v in snakemake.wildcards.items()}
+keys = dict(snakemake.wildcards.items()) | p.labels
 table = pd.DataFrame([{**keys, **row} for row in rows])
 write_csv(table, Path(snakemake.output[0]))

@@ -11,7 +11,7 @@ p = snakemake.params
 assemble(
     model_dir=Path(snakemake.input.model),
     dtype=DTYPES[p.dtype],
-    method=snakemake.wildcards.method,
+    method=p.method,
     options=p.options,
     mode=p.mode,
     parts=[Path(part) for part in snakemake.input.parts],

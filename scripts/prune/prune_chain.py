@@ -15,7 +15,7 @@ p = snakemake.params
 prune_chain(
     model_dir=Path(snakemake.input.model),
     dtype=p.dtype,
-    method_name=snakemake.wildcards.method,
+    method_name=p.method,
     options=p.options,
     windows=load_windows(Path(snakemake.input.windows)),
     work_dir=Path(p.work),

@@ -14,7 +14,7 @@ p = snakemake.params
 prune_part(
     model_dir=Path(snakemake.input.model),
     dtype=p.dtype,
-    method_name=snakemake.wildcards.method,
+    method_name=p.method,
     options=p.options,
     blocks=p.blocks,
     calibration_dir=Path(snakemake.input.calibration),

@@ -9,4 +9,5 @@ from armor.reporting.provenance import stamped
 from armor.reporting.tables import blocksize_table, write_csv
 
 logs.setup(snakemake.log[0])
-write_csv(stamped(blocksize_table(pd.read_csv(snakemake.input.main)), Path(snakemake.input.provenance)), Path(snakemake.output[0]))
+table = blocksize_table(pd.read_csv(snakemake.input.main), snakemake.params.methods)
+write_csv(stamped(table, Path(snakemake.input.provenance)), Path(snakemake.output[0]))

@@ -89,6 +89,33 @@ def check_options(options: dict[str, Any], section: str, extra: dict[str, Any]) 
         raise ValueError(f"invalid {section} options:\n  " + "\n  ".join(_describe(e, "option") for e in errors))
 
 
+METHODS = SCHEMA["$defs"]["method"]["enum"]
+SECTIONS = ("armor", "sparsegpt")  # methods with a settings section; the others take no settings
+
+
+def _not_allowed(key: str, value: str, allowed: list[str]) -> str:
+    """One line naming a key whose value is not one of `allowed`, and the nearest allowed ones."""
+    return f"config key '{key}': {value!r} is not allowed; allowed values: {', '.join(allowed)}{nearest(value, allowed)}"
+
+
+def _name_problems(config: dict[str, Any]) -> list[str]:
+    """Method names that are neither a method nor a variant, bad variant settings, mode keys naming no pruned method."""
+    variants = config["variants"]
+    names = METHODS + list(variants)
+    problems = [_not_allowed(f"methods.{i}", name, names) for i, name in enumerate(config["methods"]) if name not in names]
+    for name, spec in variants.items():
+        if spec["settings"] and spec["method"] not in SECTIONS:
+            problems.append(f"config key 'variants.{name}.settings': {spec['method']} takes no settings")
+        elif spec["settings"]:
+            try:
+                check_options(spec["settings"], spec["method"], {})
+            except ValueError as err:
+                problems += [f"variants.{name}.settings: {line.strip()}" for line in str(err).splitlines()[1:]]
+    pruned = [m for m in METHODS if m != "dense"] + list(variants)
+    problems += [_not_allowed("calibration.mode", key, pruned) for key in config["calibration"]["mode"] if key not in pruned]
+    return problems
+
+
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check `config` against the schema, fill defaults in place, and return it; ConfigError if bad."""
     validator = Validator(SCHEMA)
@@ -96,6 +123,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
     _fill_defaults(config, SCHEMA)
+    if problems := _name_problems(config):
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     evaluation = config["evaluation"]
     evaluation.setdefault("snapshot_dataset", next(iter(evaluation["datasets"])))
     if evaluation["snapshot_dataset"] not in evaluation["datasets"]:

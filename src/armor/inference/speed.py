@@ -102,6 +102,12 @@ def ratio(reference: list[float], seconds: list[float]) -> float:
     return statistics.median(r / s for r, s in zip(reference, seconds, strict=True))
 
 
+def ratio_spread(reference: list[float], seconds: list[float], prefix: str) -> dict[str, float]:
+    """The per-round speedup over the reference timed in the same rounds: its median, lowest and highest round."""
+    per_round = [r / s for r, s in zip(reference, seconds, strict=True)]
+    return {prefix: statistics.median(per_round), f"{prefix}_min": min(per_round), f"{prefix}_max": max(per_round)}
+
+
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory measurement on every visible GPU; nothing on the CPU (its peak is the process's)."""
     for index in visible_gpus(device):
@@ -172,12 +178,18 @@ def model_speed(
         if compare:
             cases |= dict(zip(("ref_prefill", "ref_decode"), _model_cases(dense, batch, prompt_len, decode_tokens, device)))
         t = interleaved(cases, device, rounds)
+        versus = {}
+        for part, work in (("prefill", batch * prompt_len), ("decode", batch * decode_tokens)):
+            if compare:  # the dense reference's throughput in these rounds, and the per-round ratio with its range
+                versus |= {f"dense_{part}_tokens_per_s": work / statistics.median(t[f"ref_{part}"])}
+                versus |= ratio_spread(t[f"ref_{part}"], t[part], f"{part}_vs_dense")
+            else:  # no reference (NaN), or the reference itself (1)
+                versus |= {f"dense_{part}_tokens_per_s": float("nan")} | dict.fromkeys((f"{part}_vs_dense", f"{part}_vs_dense_min", f"{part}_vs_dense_max"), same)
         rows.append({
             "batch_size": batch, "prompt_len": prompt_len, "decode_tokens": decode_tokens, "rounds": rounds,
             **spread(batch * prompt_len, t["prefill"], "prefill_tokens_per_s"),
-            "prefill_vs_dense": ratio(t["ref_prefill"], t["prefill"]) if compare else same,
             **spread(batch * decode_tokens, t["decode"], "decode_tokens_per_s"),
-            "decode_vs_dense": ratio(t["ref_decode"], t["decode"]) if compare else same,
+            **versus,
             "dtype": dtype_name(model.dtype), "kernel": kernel, "peak_memory_mb": memory[batch], "bytes_on_disk": packed_bytes(packed), **environment(device),
         })
         log.info("batch %d: prefill %.0f tok/s (%.2fx dense), decode %.1f tok/s (%.2fx dense)", batch, rows[-1]["prefill_tokens_per_s"],

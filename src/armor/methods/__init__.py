@@ -22,14 +22,15 @@ class Method:
     default_mode: str = "independent"  # calibration mode: as the method's reference code calibrates
 
 
-def per_layer(prune: Callable[[Tensor, LayerStats], Tensor]) -> BlockPruner:
-    """Lift a one-layer pruning function to a block pruner."""
+def per_layer(prune: Callable[..., Tensor], settings: tuple[str, ...] = ()) -> BlockPruner:
+    """Lift a one-layer pruning function to a block pruner; `settings` are the options it takes by keyword."""
 
     def prune_block(
         weights: dict[str, Tensor], stats: dict[str, LayerStats], options: dict[str, Any]
     ) -> dict[str, LayerResult]:
         """Each linear of the block pruned on its own."""
-        return {name: LayerResult(prune(w, stats[name])) for name, w in weights.items()}
+        given = {key: options[key] for key in settings if key in options}
+        return {name: LayerResult(prune(w, stats[name], **given)) for name, w in weights.items()}
 
     return prune_block
 
@@ -48,7 +49,7 @@ METHODS: dict[str, Method] = {
     "dense": Method("dense", None, default_mode="none"),
     "magnitude": Method("magnitude", per_layer(magnitude.prune)),
     "wanda": Method("wanda", per_layer(wanda.prune), default_mode="sequential"),
-    "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune), needs_hessian=True, default_mode="sequential"),
+    "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune, ("percdamp", "blocksize")), needs_hessian=True, default_mode="sequential"),
     "nowag_p": Method("nowag_p", with_dead_inputs_filled(per_layer(nowag.prune))),
     "armor": Method("armor", with_dead_inputs_filled(armor.prune_block)),
 }

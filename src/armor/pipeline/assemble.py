@@ -84,6 +84,8 @@ def assemble(
     weight_map: dict[str, str] = {}
     fingerprints: list[str] = []
     seconds = 0.0
+    devices: set[str] = set()
+    gpu = False
     expected = run_settings(model_dir, dtype_name(dtype), method, options)
     with atomic_dir(pruned_dir) as tmp:
         for number, file in enumerate(files, 1):
@@ -97,6 +99,8 @@ def assemble(
             fingerprints.append(meta["fingerprint"])
             records += meta["layers"]
             seconds += meta["seconds"]
+            devices.add(meta.get("device", "unknown"))
+            gpu = gpu or meta.get("gpu", False)
             trace += _trace_rows(file)
             with safe_open(file, framework="pt") as f:
                 weight_map |= {key: shard for key in f.keys()}
@@ -116,6 +120,8 @@ def assemble(
         "zero_fraction": sum(r["zeros"] for r in records) / numel,
         "overhead": wrappers / numel,
         "prune_seconds": seconds,
+        "prune_device": ", ".join(sorted(devices)),
+        "prune_gpu": gpu,
         "calibration_mode": mode if method != "dense" else "none",
         "blocks": n_blocks,
         "layers": len(records),

@@ -26,6 +26,7 @@ from armor.pipeline.fingerprint import FORMAT_VERSION, Resumption, fingerprinted
 from armor.pipeline.models import DTYPES
 from armor.pipeline.stats import StatsCollector
 from armor.proxy_loss import relative_loss
+from armor.software import device_name
 from armor.sparsity import zero_count
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,11 @@ def prune_linears(
             "zeros": zero_count(result.extras.get("core", result.weight)), "numel": result.weight.numel(), **result.info,
         })
     return tensors, records
+
+
+def _block_meta(index: int, seconds: float, device: torch.device, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a pruned block file records besides its settings: its index, how long it took on which device, its layers."""
+    return {"block": index, "seconds": seconds, "device": device_name(device), "gpu": device.type == "cuda", "layers": records}
 
 
 def run_settings(model_dir: Path, dtype: str, method_name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +107,7 @@ def prune_part(
         weights = {n: loaded[f"{prefix}{n}.weight"] for n in names}
         tensors, records = prune_linears(method, weights, load_stats(calibration_dir, index, device), options, index, prefix, DTYPES[dtype])
         seconds = time.perf_counter() - start
-        save_tensors(target, tensors, fingerprinted(settings, {"block": index, "seconds": seconds, "layers": records}))
+        save_tensors(target, tensors, fingerprinted(settings, _block_meta(index, seconds, device, records)))
         newly_pruned += 1
         mean = sum(r["proxy_loss"] for r in records) / len(records)
         log.info("block %d (%d/%d of this part) pruned in %.1fs; mean proxy loss %.4f", index, count, len(blocks), seconds, mean)
@@ -136,7 +142,7 @@ def prune_chain(
                 runner.run(index, block, hidden)
             weights = {name: lin.weight.detach().float() for name, lin in linears.items()}  # explicit fp32 for the solvers
             tensors, records = prune_linears(method, weights, collector.stats(prefix), options, index, prefix, DTYPES[dtype])
-            save_tensors(target, tensors, fingerprinted(settings, {"block": index, "seconds": time.perf_counter() - start, "layers": records}))
+            save_tensors(target, tensors, fingerprinted(settings, _block_meta(index, time.perf_counter() - start, device, records)))
             newly_pruned += 1
         else:
             tensors = saved[0]

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from armor.reporting.render import method_label
+from armor.methods.variants import LABELS
+from armor.reporting.render import method_label, unit_of
 
 
 def _save(fig: Figure, pdf: Path, png: Path) -> None:
@@ -28,8 +30,9 @@ def iterations_figure(iterations: pd.DataFrame, pdf: Path, png: Path) -> None:
     ppl_col = next(c for c in iterations.columns if c.startswith("ppl_"))
     fig = Figure(figsize=(9, 3.4), layout="tight")
     ax_loss, ax_ppl = fig.subplots(1, 2, sharex=True)
-    for (model, b), run in iterations.groupby(["model", "block_size"]):
-        label = f"{model}, b={b}"
+    labels = iterations["label"] if "label" in iterations else pd.Series("ARMOR", index=iterations.index)
+    for (model, name, b), run in iterations.assign(_label=labels).groupby(["model", "_label", "block_size"], sort=False):
+        label = f"{model}, {method_label(name, b)}"
         loss = _spread(run, "iteration", "rel_proxy_loss")
         line = ax_loss.plot(loss.index, loss["mean"], label=label)[0]
         ax_loss.fill_between(loss.index, loss["min"], loss["max"], color=line.get_color(), alpha=0.2, lw=0)
@@ -52,10 +55,11 @@ def blocksize_figure(blocksize: pd.DataFrame, pdf: Path, png: Path) -> None:
     rel_cols = [c for c in blocksize.columns if c.startswith("rel_ppl_") and not c.endswith(("_min", "_max"))]
     fig = Figure(figsize=(5, 3.4), layout="tight")
     ax = fig.subplots()
-    for model, runs in blocksize.groupby("model"):
+    labels = blocksize["label"] if "label" in blocksize else pd.Series("ARMOR", index=blocksize.index)
+    for (model, name), runs in blocksize.assign(_label=labels).groupby(["model", "_label"], sort=False):
         runs = runs.sort_values("block_size")
         for col in rel_cols:
-            ax.errorbar(runs["block_size"], runs[col], yerr=_seed_bars(runs, col), marker="o", capsize=3, label=f"{model}, {col.removeprefix('rel_ppl_')}")
+            ax.errorbar(runs["block_size"], runs[col], yerr=_seed_bars(runs, col), marker="o", capsize=3, label=f"{model}, {name}, {col.removeprefix('rel_ppl_')}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(blocksize["block_size"].unique()), labels=[str(b) for b in sorted(blocksize["block_size"].unique())])
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
@@ -76,23 +80,73 @@ def _seed_bars(rows: pd.DataFrame, column: str) -> list[pd.Series] | None:
 def pareto_figure(main: pd.DataFrame, speed: pd.DataFrame, pdf: Path, png: Path) -> None:
     """Perplexity on the first evaluation set against decode speed at the largest benchmarked batch, per run: relative
     to the dense model timed in the same rounds where it was, else in tokens/s; bars from the lowest to the highest
-    calibration seed where the table has them."""
+    calibration seed where the table has them. Where no pruned model ran a 2:4 kernel the figure says that 2:4 speed
+    was not measured instead of ranking methods by a dense kernel's noise."""
     ppl_col = next(c for c in main.columns if c.startswith("ppl_"))
     batch = int(speed["batch_size"].max())
-    rows = speed[speed["batch_size"] == batch].merge(main, on=["model", "method", "block_size"])
+    timed = speed[speed["batch_size"] == batch].drop(columns=["label", "origin"], errors="ignore")
+    rows = timed.merge(main, on=["model", "method", "block_size"])
     relative = "decode_vs_dense" in rows and rows["decode_vs_dense"].notna().all()
     x = "decode_vs_dense" if relative else "decode_tokens_per_s"
     fig = Figure(figsize=(5.5, 3.8), layout="tight")
     ax = fig.subplots()
+    device = ", ".join(sorted(rows["device_name"].unique()))
+    pruned = rows[rows["method"] != "dense"]
+    if "kernel" in pruned and not pruned["kernel"].astype(str).str.contains("semi-structured").any():  # no ranking by a speed 2:4 never had
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"2:4 speed not measured on {device}:\nevery pruned model ran a dense kernel\n(no 2:4 kernel here; "
+                "make bench-gpu times them on a GPU)", ha="center", va="center", fontsize=10, transform=ax.transAxes)
+        ax.set_title("Perplexity against 2:4 speed")
+        _save(fig, pdf, png)
+        return
     for model, runs in rows.groupby("model"):
         ax.errorbar(runs[x], runs[ppl_col], yerr=_seed_bars(runs, ppl_col), fmt="o", capsize=3, label=model)
         for i, (_, run) in enumerate(runs.sort_values(x).iterrows()):  # alternate sides: close points
-            ax.annotate(method_label(run["method"], int(run["block_size"])), (run[x], run[ppl_col]),
+            ax.annotate(method_label(run.get("label", LABELS.get(run["method"], run["method"])), int(run["block_size"])), (run[x], run[ppl_col]),
                         textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=7)
-    device = ", ".join(sorted(rows["device_name"].unique()))
     ax.set_yscale("log")
     xlabel = f"decode speed at batch {batch}, " + ("× dense (interleaved rounds)" if relative else "tokens/s")
     ax.set(xlabel=xlabel, ylabel=f"perplexity ({ppl_col.removeprefix('ppl_')}, log)", title=f"Perplexity against speed on {device}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    _save(fig, pdf, png)
+
+
+def cost_figure(main: pd.DataFrame, pdf: Path, png: Path) -> None:
+    """Quality against what pruning cost: each run's perplexity on the first evaluation set relative to NoWag-P and dense
+    (1 = NoWag-P, 0 = dense; the perplexity itself where either is missing) against its prune jobs' hours summed (GPU-
+    hours where they ran on GPUs), a point per method, variant and block size, per model."""
+    ppl_col = next(c for c in main.columns if c.startswith("ppl_") and not c.endswith(("_min", "_max")))
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
+    relative = {"dense", "nowag_p"} <= set(main["method"])
+    size, unit = unit_of(float(main["prune_hours"].max()))
+    for model, runs in main.groupby("model", sort=False):
+        if relative:
+            dense, start = (float(runs.loc[runs["method"] == m, ppl_col].iloc[0]) for m in ("dense", "nowag_p"))
+            y = (runs[ppl_col] - dense) / (start - dense)
+        else:
+            y = runs[ppl_col]
+        hours = runs["prune_gpu_hours"].where(runs["prune_gpu_hours"] > 0, runs["prune_hours"]) / size
+        shown = hours > 0  # dense prunes nothing
+        ax.scatter(hours[shown], y[shown], label=model)
+        for h, v, (_, run) in zip(hours[shown], y[shown], runs[shown].iterrows()):
+            ax.annotate(method_label(run.get("label", LABELS.get(run["method"], run["method"])), int(run["block_size"])), (h, v), textcoords="offset points",
+                        xytext=(4, 3), fontsize=7)
+    costs = main["prune_hours"][main["prune_hours"] > 0]
+    wide = len(costs) and costs.max() > 20 * costs.min()  # a log axis only where costs span more than 20x
+    if wide:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    gpu = bool((main["prune_gpu_hours"] > 0).any())
+    words = {"s": "seconds", "min": "minutes", "h": "hours"}
+    ax.set(xlabel=f"prune cost: {'GPU-' if gpu else ''}{words[unit]} of its prune jobs" + (", log" if wide else ""),
+           ylabel=f"(ppl − dense) / (NoWag-P − dense), {ppl_col.removeprefix('ppl_')}" if relative else f"perplexity, {ppl_col.removeprefix('ppl_')}",
+           title="Quality against prune cost")
+    if relative:
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.axhline(0.0, color="grey", lw=0.8, ls=":")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     _save(fig, pdf, png)

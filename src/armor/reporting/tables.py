@@ -8,22 +8,45 @@ import pandas as pd
 import torch
 
 from armor.evaluation.intervals import interval, resampled_ppl, resamples
+from armor.methods.variants import LABELS
 from armor.pipeline.checkpoint import atomic_write_text
 
-KEYS = ["model", "method", "block_size"]  # a table cell: the seeds of a run are averaged into it
+KEYS = ["model", "method", "label", "origin", "block_size"]  # a table cell: the seeds of a run are averaged into it
 SUMMARY_COLUMNS = ["proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]
+COST_COLUMNS = ["prune_hours", "prune_core_hours", "prune_gpu_hours", "prune_peak_mb", "prune_device"]
 
 
 BASELINES = ("magnitude", "wanda", "sparsegpt", "nowag_p")  # what "the best baseline" of a model is chosen from
 
 
-def run_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path]) -> pd.DataFrame:
-    """One row per run (seed 0 where a run names none): its keys, ppl_<set> per evaluation set and the pruning summary."""
+def _keys(run: dict[str, str | int]) -> dict[str, str | int]:
+    """A run's keys and seed: its label the method's display name and seed 0 where the run names none."""
+    return {"seed": 0, "label": LABELS.get(str(run["method"]), run["method"]), "origin": "", **run}
+
+
+def prune_cost(summary: dict, benchmarks: list[Path]) -> dict[str, float | str]:
+    """What a run's prune jobs cost, from Snakemake's benchmark files of its prune jobs (each job's last attempt):
+    their wall hours summed, CPU core-hours, GPU-hours (one GPU per prune job, where they ran on CUDA), the largest
+    job's peak resident memory in MB, and the device; NaN where a benchmark file is missing, 0 where there was no
+    prune job (dense)."""
+    found = [pd.read_csv(path, sep="\t").apply(pd.to_numeric, errors="coerce").iloc[-1] for path in benchmarks if Path(path).is_file()]
+    if len(found) < len(benchmarks):
+        return dict.fromkeys(COST_COLUMNS[:-1], float("nan")) | {"prune_device": summary.get("prune_device", "")}
+    hours = sum(float(b["s"]) for b in found) / 3600
+    return {"prune_hours": hours, "prune_core_hours": sum(float(b["cpu_time"]) for b in found) / 3600,
+            "prune_gpu_hours": hours if summary.get("prune_gpu") else 0.0,
+            "prune_peak_mb": max((float(b["max_rss"]) for b in found), default=0.0), "prune_device": summary.get("prune_device", "")}
+
+
+def run_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path], benchmarks: list[list[Path]] | None = None) -> pd.DataFrame:
+    """One row per run: its keys, ppl_<set> per evaluation set, the pruning summary and, given each run's prune job
+    benchmark files, its prune cost (`prune_cost`)."""
     rows = []
-    for run, summary_path, ppl_path in zip(runs, summaries, perplexities, strict=True):
+    for i, (run, summary_path, ppl_path) in enumerate(zip(runs, summaries, perplexities, strict=True)):
         summary = json.loads(Path(summary_path).read_text())
         ppl = json.loads(Path(ppl_path).read_text())
-        rows.append({"seed": 0, **run, **{f"ppl_{k}": v for k, v in ppl.items()}, **{k: summary[k] for k in SUMMARY_COLUMNS}})
+        cost = prune_cost(summary, benchmarks[i]) if benchmarks is not None else {}
+        rows.append({**_keys(run), **{f"ppl_{k}": v for k, v in ppl.items()}, **{k: summary[k] for k in SUMMARY_COLUMNS}, **cost})
     return pd.DataFrame(rows)[[*KEYS, "seed", *(c for c in rows[0] if c not in (*KEYS, "seed"))]]
 
 
@@ -40,18 +63,19 @@ def seed_summary(per_seed: pd.DataFrame, spread: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns).reset_index()
 
 
-def main_table(per_seed: pd.DataFrame, window_nll: list[Path] | None = None) -> pd.DataFrame:
+def main_table(per_seed: pd.DataFrame, window_nll: list[Path] | None = None, baselines: tuple[str, ...] = BASELINES) -> pd.DataFrame:
     """One row per model × method × block size of run_table's rows, averaged over its seeds (`seed_summary`); with the
-    windows' NLLs (in run_table's row order) also each set's bootstrap intervals (`window_intervals`)."""
+    windows' NLLs (in run_table's row order) also each set's bootstrap intervals against the best of `baselines`
+    (`window_intervals`)."""
     table = seed_summary(per_seed, _ppl_columns(per_seed))
-    return table if window_nll is None else pd.concat([table, window_intervals(per_seed, table, window_nll)], axis=1)
+    return table if window_nll is None else pd.concat([table, window_intervals(per_seed, table, window_nll, baselines)], axis=1)
 
 
-def window_intervals(per_seed: pd.DataFrame, table: pd.DataFrame, window_nll: list[Path]) -> pd.DataFrame:
+def window_intervals(per_seed: pd.DataFrame, table: pd.DataFrame, window_nll: list[Path], baselines: tuple[str, ...] = BASELINES) -> pd.DataFrame:
     """Per table row and evaluation set: the bootstrap 95 % interval of its seeds' mean perplexity over windows
     (ci_lo_<set>, ci_hi_<set>; every seed scored on the same resampled windows), the model's best baseline on that set
-    (best_<set>: lowest perplexity of BASELINES) and the interval of the row's perplexity minus that baseline's on the
-    same resamples (vs_best_lo_<set>, vs_best_hi_<set>)."""
+    (best_<set>: lowest perplexity of the methods named in `baselines`) and the interval of the row's perplexity minus
+    that baseline's on the same resamples (vs_best_lo_<set>, vs_best_hi_<set>)."""
     scored = [json.loads(Path(path).read_text()) for path in window_nll]
     members = per_seed.groupby(KEYS).indices  # (model, method, block size) -> its seeds' rows
     runs_of = {i: members[tuple(table.loc[i, KEYS])] for i in table.index}
@@ -62,8 +86,8 @@ def window_intervals(per_seed: pd.DataFrame, table: pd.DataFrame, window_nll: li
             draws = resamples(len(first["nll"]))
             boot = {i: torch.stack([resampled_ppl(torch.tensor(scored[j][name]["nll"]), first["tokens_per_window"], draws) for j in runs_of[i]]).mean(0)
                     for i in rows.index}
-            baselines = rows[rows["method"].isin(BASELINES)]
-            best = baselines[f"ppl_{name}"].idxmin() if len(baselines) else None
+            candidates = rows[rows["method"].isin(baselines)]
+            best = candidates[f"ppl_{name}"].idxmin() if len(candidates) else None
             for i in rows.index:
                 low, high = interval(boot[i])
                 vs_low, vs_high = interval(boot[i] - boot[best]) if best is not None else (float("nan"), float("nan"))
@@ -79,17 +103,20 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
     atomic_write_text(Path(path), table.to_csv(index=False, float_format="%.6g"))
 
 
-def downstream_table(runs: list[dict[str, str | int]], scores: list[Path]) -> pd.DataFrame:
+def downstream_table(runs: list[dict[str, str | int]], scores: list[Path], summaries: list[Path] | None = None,
+                     benchmarks: list[list[Path]] | None = None) -> pd.DataFrame:
     """One row per model × method × block size: each task's score (a fraction) and their unweighted mean, then
     lm-eval's standard error of each (`<task>_stderr`; the mean's from the tasks' as independent estimates), each
-    averaged over the seeds, and the mean score's lowest and highest seed (mean_min, mean_max)."""
+    averaged over the seeds, and the mean score's lowest and highest seed (mean_min, mean_max); given the runs'
+    summaries and prune benchmark files, also their prune cost (`prune_cost`)."""
     rows = []
-    for run, path in zip(runs, scores, strict=True):
+    for i, (run, path) in enumerate(zip(runs, scores, strict=True)):
+        cost = prune_cost(json.loads(Path(summaries[i]).read_text()), benchmarks[i]) if summaries is not None and benchmarks is not None else {}
         results = json.loads(Path(path).read_text())
         tasks = {task: s["score"] for task, s in results.items()}
         errors = {f"{task}_stderr": s["stderr"] for task, s in results.items()}
         mean_stderr = math.sqrt(sum(e * e for e in errors.values())) / len(errors)
-        rows.append({"seed": 0, **run, **tasks, "mean": sum(tasks.values()) / len(tasks), **errors, "mean_stderr": mean_stderr})
+        rows.append({**_keys(run), **tasks, "mean": sum(tasks.values()) / len(tasks), **errors, "mean_stderr": mean_stderr, **cost})
     return seed_summary(pd.DataFrame(rows), ["mean"])
 
 
@@ -112,14 +139,15 @@ def relative_ppl(ppl: float, dense: float, start: float) -> float:
     return (ppl - dense) / (start - dense)
 
 
-def blocksize_table(main: pd.DataFrame) -> pd.DataFrame:
-    """ARMOR's rows of the main table by block size, with wrapper overhead and relative perplexity per set (with its
-    lowest and highest seed where the main table has them)."""
-    armor = main[main["method"] == "armor"].sort_values(["model", "block_size"])
+def blocksize_table(main: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The main table's rows of the ARMOR methods (ARMOR and its variants) by block size, with wrapper overhead and
+    relative perplexity per set (with its lowest and highest seed where the main table has them)."""
+    armor = main[main["method"].isin(methods)]
+    armor = armor.assign(_order=armor["method"].map(methods.index)).sort_values(["model", "_order", "block_size"], kind="stable")
     rows = []
     for _, run in armor.iterrows():
-        row = {"model": run["model"], "block_size": int(run["block_size"]), **({"seeds": int(run["seeds"])} if "seeds" in run else {}),
-               "overhead": run["overhead"], "proxy_loss": run["proxy_loss"]}
+        row = {**{key: run[key] for key in KEYS if key in run}, "block_size": int(run["block_size"]), **({"seeds": int(run["seeds"])} if "seeds" in run else {}),
+               "overhead": run["overhead"], "proxy_loss": run["proxy_loss"], **{c: run[c] for c in COST_COLUMNS if c in run}}
         for col in [c for c in main.columns if c.startswith("ppl_") and not c.endswith(("_min", "_max"))]:
             dense, start = (_reference(main, run, m, col) for m in ("dense", "nowag_p"))
             for suffix in ("", "_min", "_max"):
@@ -148,13 +176,14 @@ def iterations_table(per_seed: pd.DataFrame, runs: list[dict[str, str | int]], t
     for run, trace_path, snapshot_path in zip(runs, traces, snapshots, strict=True):
         loss = total_proxy_loss(pd.read_csv(trace_path))
         ppl = {int(k): v for k, v in json.loads(Path(snapshot_path).read_text()).items()}
-        run = {"seed": 0, **run}
-        final = per_seed[(per_seed["block_size"] == int(run["block_size"])) & (per_seed["method"] == "armor")]
+        run = _keys(run)
+        final = per_seed[(per_seed["block_size"] == int(run["block_size"])) & (per_seed["method"] == run["method"])]
         dense, start = (_reference(per_seed, run, m, col) for m in ("dense", "nowag_p"))
-        ppl |= {0: start, int(loss.index[-1]): _reference(final, run, "armor", col)}
+        ppl |= {0: start, int(loss.index[-1]): _reference(final, run, run["method"], col)}
         frame = pd.DataFrame({"iteration": loss.index, "proxy_loss": loss.values, "rel_proxy_loss": loss.values / loss.iloc[0]})
         frame[col] = frame["iteration"].map(ppl)
         frame["rel_ppl"] = relative_ppl(frame[col], dense, start)
-        frames.append(frame.assign(model=run["model"], block_size=int(run["block_size"]), seed=int(run["seed"])))
+        frames.append(frame.assign(model=run["model"], method=run["method"], label=run["label"],
+                                   block_size=int(run["block_size"]), seed=int(run["seed"])))
     table = pd.concat(frames, ignore_index=True)
-    return table[["model", "block_size", "seed", "iteration", "proxy_loss", "rel_proxy_loss", col, "rel_ppl"]]
+    return table[["model", "method", "label", "block_size", "seed", "iteration", "proxy_loss", "rel_proxy_loss", col, "rel_ppl"]]
