@@ -108,7 +108,12 @@ def test_pruned_blocks_do_not_depend_on_how_blocks_are_split_into_jobs(six_block
     options = {"seed": 0} | ({"block_size": 8, "iterations": 6, "lr": 1e-3, "trace_every": 3} if method == "armor" else {})
     one = prune_model(folder, "float32", method, options, windows, tmp_path / "one", mode="independent", blocks_per_part=6)
     many = prune_model(folder, "float32", method, options, windows, tmp_path / "many", mode="independent", blocks_per_part=1)
-    assert one == {**many, "prune_seconds": one["prune_seconds"]}
+    assert one == {**many, "prune_seconds": one["prune_seconds"], "prune_parts": one["prune_parts"]}
+    parts = one["prune_parts"]
+    assert set(parts) == ({"read", "method", "start", "solver"} if method == "armor" else {"read", "method"})
+    assert parts["read"] + parts["method"] == pytest.approx(one["prune_seconds"])
+    if method == "armor":  # the method's time is its start and its solver, and little else
+        assert 0 < parts["start"] + parts["solver"] <= parts["method"]
     first, second = list(block_tensors(tmp_path / "one/pruned")), list(block_tensors(tmp_path / "many/pruned"))
     assert len(first) == len(second) == 6
     for a, b in zip(first, second):
@@ -145,6 +150,8 @@ def test_sequential_mode_calibrates_on_pruned_outputs(six_blocks, tmp_path):
     prune_model(folder, "float32", "wanda", {}, windows, tmp_path / "i", mode="independent")
     summary = prune_model(folder, "float32", "wanda", {}, windows, tmp_path / "s", mode="sequential")
     assert summary["calibration_mode"] == "sequential"
+    assert set(summary["prune_parts"]) == {"read", "calibration", "method"}
+    assert sum(summary["prune_parts"].values()) == pytest.approx(summary["prune_seconds"])
     independent, sequential = list(block_tensors(tmp_path / "i/pruned")), list(block_tensors(tmp_path / "s/pruned"))
     first, last = "model.layers.0.self_attn.q_proj.h", "model.layers.5.mlp.down_proj.h"
     assert torch.equal(independent[0][first], sequential[0][first])  # block 0 sees the embeddings either way

@@ -28,6 +28,7 @@ def prune_block(weights: dict[str, Tensor], stats: dict[str, LayerStats], option
             info = {
                 "iterations": int(outcome.iterations[i]), "guard_rejected": int(outcome.guard.rejected[i]),
                 "guard_skipped": int(outcome.guard.skipped[i]),
+                **{f"{part}_seconds": seconds / len(names) for part, seconds in outcome.seconds.items()},  # the batch's, shared
             }
             out[name] = LayerResult(outcome.weights[i], extras, info)
         log.info(

@@ -1,6 +1,7 @@
 """ARMOR's block coordinate descent: per iteration the solver's step and exact sparse-core steps, to convergence."""
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,7 @@ class Outcome:
     trace_at: list[int]
     guard: GuardCounts
     iterations: Tensor  # (L,) iterations each layer ran before it converged or the budget ended
+    seconds: dict[str, float]  # wall time of the batch's parts: "start" (normalising, the NoWag-P mask) and "solver"
 
 
 SolverState = LayerAdam | Extrapolation | Damping | None
@@ -105,7 +107,9 @@ def iterate(prob: Problem, opts: Options, active: Tensor, state: SolverState, co
 
 def optimize(weights: Tensor, h: Tensor, opts: Options) -> Outcome:
     """Run ARMOR on same-shape layers (L, d_out, d_in) with activation weights h (L, d_in), from NoWag-P."""
+    begin = time.perf_counter()
     prob = Problem(weights, h, opts.block_size, opts.seed)
+    started = time.perf_counter()
     L = prob.layers
     state = solver_state(prob, opts)
     active = torch.ones(L, dtype=torch.bool, device=weights.device)
@@ -132,7 +136,8 @@ def optimize(weights: Tensor, h: Tensor, opts: Options) -> Outcome:
     if trace_at[-1] != it:
         trace.append(prob.loss.clone())
         trace_at.append(it)
+    seconds = {"start": started - begin, "solver": time.perf_counter() - started}
     factors = prob.factors()
     for i, layer in enumerate(factors):
         layer.update({f"snapshot_{k}": v[i].to(weights.dtype) for k, v in snapshots.items()})
-    return Outcome(prob.snapshot().to(weights.dtype), factors, torch.stack(trace), trace_at, counts, ran)
+    return Outcome(prob.snapshot().to(weights.dtype), factors, torch.stack(trace), trace_at, counts, ran, seconds)

@@ -84,6 +84,7 @@ def assemble(
     weight_map: dict[str, str] = {}
     fingerprints: list[str] = []
     seconds = 0.0
+    parts: dict[str, float] = {}
     devices: set[str] = set()
     gpu = False
     expected = run_settings(model_dir, dtype_name(dtype), method, options)
@@ -99,6 +100,8 @@ def assemble(
             fingerprints.append(meta["fingerprint"])
             records += meta["layers"]
             seconds += meta["seconds"]
+            for part, spent in meta.get("parts", {}).items():
+                parts[part] = parts.get(part, 0.0) + spent
             devices.add(meta.get("device", "unknown"))
             gpu = gpu or meta.get("gpu", False)
             trace += _trace_rows(file)
@@ -120,6 +123,7 @@ def assemble(
         "zero_fraction": sum(r["zeros"] for r in records) / numel,
         "overhead": wrappers / numel,
         "prune_seconds": seconds,
+        "prune_parts": parts,  # seconds summed over blocks: read, calibration (sequential), method; ARMOR's method = start + solver
         "prune_device": ", ".join(sorted(devices)),
         "prune_gpu": gpu,
         "calibration_mode": mode if method != "dense" else "none",
@@ -130,6 +134,7 @@ def assemble(
     }
     if method == "armor":
         summary |= {key: sum(r[key] for r in records) for key in ("guard_rejected", "guard_skipped")}
+        parts |= {key: sum(r.get(f"{key}_seconds", 0.0) for r in records) for key in ("start", "solver")}
         summary["mean_iterations"] = sum(r["iterations"] for r in records) / len(records)
     _write_csv(run_dir / "layers.csv", LAYER_COLUMNS, ([r[k] for k in LAYER_COLUMNS] for r in records))
     _write_csv(run_dir / "trace.csv", ["layer", "iteration", "proxy_loss"], trace)

@@ -62,9 +62,11 @@ def prune_linears(
     return tensors, records
 
 
-def _block_meta(index: int, seconds: float, device: torch.device, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a pruned block file records besides its settings: its index, how long it took on which device, its layers."""
-    return {"block": index, "seconds": seconds, "device": device_name(device), "gpu": device.type == "cuda", "layers": records}
+def _block_meta(index: int, parts: dict[str, float], device: torch.device, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a pruned block file records besides its settings: its index, how long it took (in all and by part: reading
+    its inputs, the calibration forward pass, the method) on which device, its layers."""
+    return {"block": index, "seconds": sum(parts.values()), "parts": parts, "device": device_name(device), "gpu": device.type == "cuda",
+            "layers": records}
 
 
 def run_settings(model_dir: Path, dtype: str, method_name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -105,12 +107,15 @@ def prune_part(
         names = list(block_linears(layers[index]))
         loaded = files.load([f"{prefix}{n}.weight" for n in names], torch.float32, device)  # explicit fp32 for the solvers
         weights = {n: loaded[f"{prefix}{n}.weight"] for n in names}
-        tensors, records = prune_linears(method, weights, load_stats(calibration_dir, index, device), options, index, prefix, DTYPES[dtype])
-        seconds = time.perf_counter() - start
-        save_tensors(target, tensors, fingerprinted(settings, _block_meta(index, seconds, device, records)))
+        stats = load_stats(calibration_dir, index, device)
+        read = time.perf_counter()
+        tensors, records = prune_linears(method, weights, stats, options, index, prefix, DTYPES[dtype])
+        parts = {"read": read - start, "method": time.perf_counter() - read}
+        save_tensors(target, tensors, fingerprinted(settings, _block_meta(index, parts, device, records)))
         newly_pruned += 1
         mean = sum(r["proxy_loss"] for r in records) / len(records)
-        log.info("block %d (%d/%d of this part) pruned in %.1fs; mean proxy loss %.4f", index, count, len(blocks), seconds, mean)
+        log.info("block %d (%d/%d of this part) pruned in %.1fs (%s); mean proxy loss %.4f", index, count, len(blocks),
+                 sum(parts.values()), ", ".join(f"{k} {v:.1f}s" for k, v in parts.items()), mean)
         del loaded, weights, tensors
         after_block("prune", newly_pruned, index)
     resumption.report()
@@ -138,11 +143,14 @@ def prune_chain(
         settings = run | {"block": index}
         saved = resumption.load(target, settings)
         if saved is None:
+            read = time.perf_counter()
             with StatsCollector(linears, hessian=method.needs_hessian) as collector:
                 runner.run(index, block, hidden)
             weights = {name: lin.weight.detach().float() for name, lin in linears.items()}  # explicit fp32 for the solvers
+            calibrated = time.perf_counter()
             tensors, records = prune_linears(method, weights, collector.stats(prefix), options, index, prefix, DTYPES[dtype])
-            save_tensors(target, tensors, fingerprinted(settings, _block_meta(index, time.perf_counter() - start, device, records)))
+            parts = {"read": read - start, "calibration": calibrated - read, "method": time.perf_counter() - calibrated}
+            save_tensors(target, tensors, fingerprinted(settings, _block_meta(index, parts, device, records)))
             newly_pruned += 1
         else:
             tensors = saved[0]

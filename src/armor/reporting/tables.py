@@ -39,15 +39,17 @@ def prune_cost(summary: dict, benchmarks: list[Path]) -> dict[str, float | str]:
 
 
 def run_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexities: list[Path], benchmarks: list[list[Path]] | None = None) -> pd.DataFrame:
-    """One row per run: its keys, ppl_<set> per evaluation set, the pruning summary and, given each run's prune job
-    benchmark files, its prune cost (`prune_cost`)."""
+    """One row per run: its keys, ppl_<set> per evaluation set, the pruning summary, given each run's prune job
+    benchmark files its prune cost (`prune_cost`), and the seconds of each part of its prune jobs (prune_<part>_s)."""
     rows = []
     for i, (run, summary_path, ppl_path) in enumerate(zip(runs, summaries, perplexities, strict=True)):
         summary = json.loads(Path(summary_path).read_text())
         ppl = json.loads(Path(ppl_path).read_text())
         cost = prune_cost(summary, benchmarks[i]) if benchmarks is not None else {}
-        rows.append({**_keys(run), **{f"ppl_{k}": v for k, v in ppl.items()}, **{k: summary[k] for k in SUMMARY_COLUMNS}, **cost})
-    return pd.DataFrame(rows)[[*KEYS, "seed", *(c for c in rows[0] if c not in (*KEYS, "seed"))]]
+        parts = {f"prune_{part}_s": spent for part, spent in summary.get("prune_parts", {}).items()}
+        rows.append({**_keys(run), **{f"ppl_{k}": v for k, v in ppl.items()}, **{k: summary[k] for k in SUMMARY_COLUMNS}, **cost, **parts})
+    columns = dict.fromkeys(c for row in rows for c in row)  # every row's columns, in first-seen order
+    return pd.DataFrame(rows)[[*KEYS, "seed", *(c for c in columns if c not in (*KEYS, "seed"))]]
 
 
 def seed_summary(per_seed: pd.DataFrame, spread: list[str]) -> pd.DataFrame:
