@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 import torch
 
 from armor.bench.convergence import readme_summary, solvers, summary, time_to_target
@@ -42,6 +43,7 @@ def test_time_to_target_gives_every_solver_a_row_against_adams_loss():
     assert "time to the proxy loss of 40 Adam iterations (lr 0.001) as a fraction" in readme
 
 
+@pytest.mark.slow
 def test_block_products_benchmark_covers_every_width_token_count_and_block_size(tmp_path):
     out = tmp_path / "block_products.csv"
     _run("armor.bench.block_products", "--rounds", "1", "--out", str(out))
