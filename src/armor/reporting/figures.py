@@ -173,3 +173,24 @@ def convergence_figure(curves: pd.DataFrame, pdf: Path, png: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("ARMOR's solvers on SmolLM2 (block 15's linears and block 0's q_proj)")
     _save(fig, pdf, png)
+
+
+def width_figure(slices: pd.DataFrame, fit: tuple[float, float], pdf: Path, png: Path) -> None:
+    """Gauss–Newton's iterations to the paper-level loss against d_in, a point per layer slice, with the fitted power
+    law drawn out to Llama-2-7B's widths (4096, 11008)."""
+    fig = Figure(figsize=(5, 3.6), layout="tight")
+    ax = fig.subplots()
+    reached = slices[slices["gn_iterations"] > 0]
+    for linear, rows in reached.groupby("linear", sort=False):
+        ax.plot(rows["d_in"], rows["gn_iterations"], "o", label=linear)
+    c, alpha = fit
+    x = pd.Series([reached["d_in"].min(), 11008])
+    ax.plot(x, c * x**alpha, color="grey", lw=1, ls="--", label=f"{c:.3g} · d_in^{alpha:.2f}")
+    for width in (4096, 11008):
+        ax.axvline(width, color="grey", lw=0.6, ls=":")
+    ax.set(xlabel="d_in", ylabel="iterations to Adam's loss", title="Gauss–Newton at b = 128 against layer width")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    _save(fig, pdf, png)
