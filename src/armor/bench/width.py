@@ -96,12 +96,12 @@ def report(slices: pd.DataFrame, fit: tuple[float, float], projected: pd.DataFra
     shown = slices.assign(**{
         "Adam s": slices["adam_seconds"].map(lambda x: f"{x:.1f}"), "target": slices["target"].map(lambda x: f"{x:.3g}"),
         "GN it.": slices["gn_iterations"].map(lambda x: str(x) if x >= 0 else "–"),
-        "GN s": slices["gn_seconds"].map(lambda x: f"{x:.1f}" if x == x else "–"),
-        "ratio": slices["ratio_to_adam"].map(lambda x: f"{x:.3f}" if x == x else "–"),
+        "GN s": slices["gn_seconds"].map(lambda x: f"{x:.1f}" if not math.isnan(x) else "–"),
+        "ratio": slices["ratio_to_adam"].map(lambda x: f"{x:.3f}" if not math.isnan(x) else "–"),
     })[["linear", "d_out", "d_in", "target", "Adam s", "GN it.", "GN s", "ratio"]]
     blocks = projected[projected["shape"] == "block"].set_index("solver")["hours"]
-    table = projected.assign(iterations=projected["iterations"].map(lambda x: f"{x:,.0f}" if x == x else ""),
-                             s_per_iteration=projected["s_per_iteration"].map(lambda x: f"{x:.2f}" if x == x else ""),
+    table = projected.assign(iterations=projected["iterations"].map(lambda x: f"{x:,.0f}" if not math.isnan(x) else ""),
+                             s_per_iteration=projected["s_per_iteration"].map(lambda x: f"{x:.2f}" if not math.isnan(x) else ""),
                              hours=projected["hours"].map(lambda x: f"{x:.2f}"))
     c, alpha = fit
     return (f"Block {BLOCK}'s slices of SmolLM2-135M at b = {BLOCK_SIZE}, {threads} thread(s), {device_name(torch.device('cpu'))}, "
