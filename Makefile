@@ -41,8 +41,9 @@ readme-tables: $(STAMP)  ## developers, for a commit: the last runs' main, block
 speed: $(STAMP)  ## the demo's packed models, results/tables/speed.csv and layer_speed.csv
 	$(SNAKEMAKE) results/tables/speed.csv results/tables/layer_speed.csv --configfile config/demo.yaml
 
-bench-armor: $(STAMP)  ## every solver's time to the paper's Adam loss on SmolLM2 block 15 at b = 16, 64, 128 (hours of CPU), and ms per iteration
+bench-armor: $(STAMP)  ## every solver's time to the paper's Adam loss on SmolLM2 block 15 at b = 16, 64, 128 (hours of CPU), its growth with width, and ms per iteration
 	$(BIN)/python -m armor.bench.convergence --paper
+	$(BIN)/python -m armor.bench.width
 	$(BIN)/python -m armor.bench.iteration --models smollm2-135m llama2-7b --block-size 128 --solvers adam exact sweep gauss_newton --iterations 1 --out results/benchmarks/armor_iteration_paper.csv
 
 bench-grid: $(STAMP)  ## ms per ARMOR iteration for every block shape of the paper grid, and its projected wall time on 16 workers
