@@ -1,5 +1,6 @@
-"""ARMOR's optimiser: the batched solvers against the plain reference over many iterations, the exact sparse step
-against brute force, monotonicity, the guard, ragged blocks and the layer-wise Adam against torch.optim.Adam."""
+"""ARMOR's optimiser: the batched solvers against the plain reference over many iterations, the compiled CPU row
+sweep against the batched one, the exact sparse step against brute force, monotonicity, the guard, ragged blocks and
+the layer-wise Adam against torch.optim.Adam."""
 
 import itertools
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from reference_armor import ReferenceLayer
 from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
 from armor.optimizer import blockdiag as bd
+from armor.optimizer import row_sweep as rs
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.bcd import Options, iterate, optimize, solver_state
 from armor.optimizer.exact import exact_step
@@ -73,6 +75,65 @@ SLOW_SOLVERS = ("sweep", "gauss_newton")  # 15-40 s per shape; CI keeps their ha
 def test_batched_solver_follows_the_plain_reference_for_60_iterations(solver, d_out, d_in, b):
     w, h = _layers(2, d_out, d_in)
     _follow_reference(Problem(w, h, b), solver, iterations=60)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", SLOW_SOLVERS)
+def test_batched_row_sweep_follows_the_plain_reference_for_60_iterations(solver, monkeypatch):
+    """The batched row sweep (the GPU's path) on the CPU too; CI checks it against the compiled one instead."""
+    monkeypatch.setattr(rs, "FUSED_ON_CPU", False)
+    w, h = _layers(2, *SHAPES[-1][:2])
+    _follow_reference(Problem(w, h, SHAPES[-1][2]), solver, iterations=60)
+
+
+def _row_sweeps_side_by_side(w: torch.Tensor, h: torch.Tensor, b: int, sweeps: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched and the compiled row sweep from the same perturbed point, each round after the same random move of
+    A and B: the same losses, and in float64 the same masks and values (float32: the compiled sweep works in float64)."""
+    prob, twin, dtype = Problem(w, h, b), Problem(w, h, b), w.dtype
+    _perturb(prob)
+    twin.set_state(prob.a.clone(), prob.b.clone(), prob.core.clone(), prob.mask.clone())
+    g = torch.Generator().manual_seed(2)
+    changed = 0
+    for sweep in range(sweeps):
+        for x in (prob, twin):
+            monkeypatch.setattr(rs, "FUSED_ON_CPU", x is twin)
+            before = x.mask.clone()
+            rs.row_sweep(x)
+        changed += int((twin.mask != before).any())
+        assert (twin.loss <= prob.loss * (1 + 1e-3)).all() and torch.allclose(prob.loss, twin.loss, rtol=1e-5 if dtype == torch.float32 else 1e-10), sweep
+        if dtype == torch.float64:
+            assert torch.equal(prob.mask, twin.mask) and torch.allclose(prob.core, twin.core, rtol=1e-8, atol=1e-10), sweep
+        a = prob.a * (1 + 0.05 * torch.randn(prob.a.shape, generator=g, dtype=dtype))
+        b = prob.b * (1 + 0.05 * torch.randn(prob.b.shape, generator=g, dtype=dtype))
+        for x in (prob, twin):
+            x.set_state(a.clone(), b.clone(), x.core.clone(), x.mask.clone())
+    assert changed >= sweeps // 2  # every round really moved patterns
+
+
+@pytest.mark.parametrize(("d_out", "d_in", "b", "dtype"), [
+    (18, 36, 6, torch.float64), (20, 44, 8, torch.float64), (33, 52, 16, torch.float64), (20, 44, 8, torch.float32),
+])
+def test_compiled_row_sweep_follows_the_batched_one_for_20_sweeps(d_out, d_in, b, dtype, monkeypatch):
+    """Ragged blocks, units padded to a multiple of 4, a dead input column (h = 0), strided inputs, two layers."""
+    w, h = _layers(2, d_out, d_in, dtype=dtype)
+    h[0, 5] = 0
+    w = w.transpose(1, 2).contiguous().transpose(1, 2)
+    _row_sweeps_side_by_side(w, h, b, 20, monkeypatch)
+
+
+def test_a_layout_broken_compiled_row_sweep_fails_the_comparison(monkeypatch):
+    """The check catches a pair-layout bug: Γ handed to the kernel with its pairs in reverse order."""
+    compiled = rs.sweep_pairs
+
+    def broken(q, p, gamma, core, mask, valid):
+        """The kernel with Γ's pairs reversed, the result written back the right way round."""
+        flipped = gamma.flip(-1)
+        compiled(q, p, flipped, core, mask, valid)
+
+    monkeypatch.setattr(rs, "sweep_pairs", broken)
+    w, h = _layers(2, 20, 44)
+    with pytest.raises(AssertionError):
+        _row_sweeps_side_by_side(w, h, 8, 20, monkeypatch)
 
 
 @pytest.mark.parametrize("solver", ["sweep", "gauss_newton"])

@@ -18,11 +18,13 @@ from torch import Tensor
 
 from armor.optimizer.pairs import Pairs
 from armor.optimizer.problem import Problem
+from armor.optimizer.row_sweep_cpu import sweep_pairs
 from armor.optimizer.sparse_core import pattern_losses, pattern_systems
 from armor.sparsity import GROUP, PATTERNS
 
 RIDGE = 8.0  # times the dtype's epsilon, added to the unit diagonal of a row's kept block: bounds its inverse where
 # columns nearly coincide
+FUSED_ON_CPU = True  # the compiled per-pair kernel on CPU tensors; off, the batched operations run there too
 CHUNK = 1 << 22  # kept-block entries inverted at once (bounds the gather index's memory)
 PATTERN_KEEP = torch.zeros(len(PATTERNS), GROUP, dtype=torch.bool).scatter_(1, PATTERNS, True)  # (6, 4)
 MASK_BITS = torch.tensor([1, 2, 4, 8])  # a group's mask (4,) as a 4-bit code: the sum of its kept positions' bits
@@ -144,8 +146,13 @@ def _replace_group(inv: Tensor, pos: Tensor, g: int, moved: Tensor, col: Tensor,
 
 
 def row_sweep(prob: Problem) -> None:
-    """One row sweep over every group of the core (all layers); refreshes the problem."""
+    """One row sweep over every group of the core (all layers); refreshes the problem. On the CPU the compiled
+    kernel of `row_sweep_cpu.py` runs it (unless FUSED_ON_CPU is off), elsewhere the batched operations below."""
     pairs = Pairs.of(prob)
+    if FUSED_ON_CPU and prob.core.device.type == "cpu":
+        sweep_pairs(pairs.q, pairs.p, pairs.gamma, pairs.core, pairs.mask, pairs.valid)
+        pairs.write_back(prob)
+        return
     b, G, _, N = pairs.core.shape
     unit, k = G * GROUP, 2 * G
     dt, dev = prob.core.dtype, prob.core.device

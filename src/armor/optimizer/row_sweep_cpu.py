@@ -1,0 +1,286 @@
+"""The row sweep as one compiled CPU kernel: the same arithmetic as `row_sweep.py`, one pair at a time.
+
+On the CPU the batched row sweep spends its time in some sixty small elementwise operations per group, each
+streaming (k, k, N)-sized temporaries through memory. The pairs are independent given A and B (`pairs.py`), so this
+kernel (numba) runs every row and group of one pair with its k × k working set in cache, then the next pair: the rows
+in order, each group in Gauss–Seidel order, Γ of the later rows updated from each row's change, a row kept only where
+its exact quadratic fell. It works in float64 whatever the core's dtype, on one thread. Compiling it takes about 20 s
+once; the machine code is cached on disk (`_jit`), so a later process loads it in about a second.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from numba import njit
+from torch import Tensor
+
+from armor.sparsity import PATTERNS
+
+RIDGE = 8.0  # as row_sweep.RIDGE: times the dtype's epsilon, on the unit diagonal of a row's kept block
+PATTERN_RIDGE = 1e-12  # as sparse_core.RIDGE: relative Tikhonov term of each pattern's 2 × 2 system
+PATTERNS_NP = PATTERNS.numpy().astype(np.int64)  # (6, 2)
+TINY = float(np.finfo(np.float64).tiny)
+
+
+def _jit(func: Callable) -> Callable:
+    """numba's njit, its machine code cached on disk where numba finds a writable place (the package's __pycache__,
+    NUMBA_CACHE_DIR, the user's cache), else compiled once per process."""
+    try:
+        return njit(cache=True)(func)
+    except RuntimeError:
+        return njit(func)
+
+
+@_jit
+def _invert(a: np.ndarray) -> None:
+    """Gauss–Jordan inverse of a symmetric positive definite k × k matrix in place, without pivoting."""
+    k = a.shape[0]
+    for j in range(k):
+        pivot = 1.0 / a[j, j]
+        a[j, j] = 1.0
+        for c in range(k):
+            a[j, c] *= pivot
+        for i in range(k):
+            if i != j:
+                f = a[i, j]
+                a[i, j] = 0.0
+                for c in range(k):
+                    a[i, c] -= f * a[j, c]
+
+
+@_jit
+def _matvec(m: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
+    """out = m v for a small matrix m."""
+    for i in range(m.shape[0]):
+        acc = 0.0
+        for j in range(m.shape[1]):
+            acc += m[i, j] * v[j]
+        out[i] = acc
+
+
+@_jit
+def _quadratic(v: np.ndarray, lin: np.ndarray, q: np.ndarray) -> float:
+    """2 vᵀ lin + vᵀ q v."""
+    total = 0.0
+    for i in range(v.shape[0]):
+        qv = 0.0
+        for j in range(v.shape[0]):
+            qv += q[i, j] * v[j]
+        total += v[i] * (2.0 * lin[i] + qv)
+    return total
+
+
+@_jit
+def _best_pattern(reduced: np.ndarray, reduced_lin: np.ndarray, patterns: np.ndarray) -> tuple[float, int, float, float]:
+    """The least loss over the six 2-of-4 patterns of 2 vᵀ lin + vᵀ reduced v, the first pattern reaching it and its
+    two values (as `sparse_core.pattern_losses` and a min over its six)."""
+    best_f, best, best_i, best_j = np.inf, 0, 0.0, 0.0
+    for t in range(patterns.shape[0]):
+        i, j = patterns[t, 0], patterns[t, 1]
+        p, q, r = reduced[i, i], reduced[i, j], reduced[j, j]
+        ridge = PATTERN_RIDGE * (p + r) + TINY
+        pr, rr = p + ridge, r + ridge
+        det = pr * rr - q * q
+        scale = 1.0 / det if det > 0 else 0.0
+        li, lj = reduced_lin[i], reduced_lin[j]
+        vi = -(rr * scale * li - q * scale * lj)
+        vj = -(-q * scale * li + pr * scale * lj)
+        f = vi * (2 * li + p * vi + q * vj) + vj * (2 * lj + q * vi + r * vj)
+        if f < best_f:
+            best_f, best, best_i, best_j = f, t, vi, vj
+    return best_f, best, best_i, best_j
+
+
+@_jit
+def _row_step(q: np.ndarray, lin: np.ndarray, values: np.ndarray, keep: np.ndarray, valid: np.ndarray,
+              pos: np.ndarray, inv: np.ndarray, patterns: np.ndarray, work: tuple) -> None:
+    """Every group of one row in Gauss–Seidel order, in place (as `row_sweep._row_step` for one pair): q (U, U),
+    lin, values (U,), keep (G, 4), valid (G,), pos (k,) the kept slots' positions, inv (k, k) their block's inverse;
+    work holds `_work_arrays(k)`."""
+    G = keep.shape[0]
+    k = 2 * G
+    rhs, x, coupling, through, reduced, y, reduced_lin, group_values, col0, col1 = work
+    f_cur = _quadratic(values, lin, q)
+    for g in range(G):
+        s0, c0 = 2 * g, 4 * g
+        a00, a01, a10, a11 = inv[s0, s0], inv[s0, s0 + 1], inv[s0 + 1, s0], inv[s0 + 1, s0 + 1]
+        det = a00 * a11 - a01 * a10
+        i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
+        for i in range(k):
+            coupling[i, 0] = inv[i, s0] * i00 + inv[i, s0 + 1] * i10
+            coupling[i, 1] = inv[i, s0] * i01 + inv[i, s0 + 1] * i11
+            other = i // 2 != g
+            for a in range(4):
+                rhs[i, a] = q[c0 + a, pos[i]] if other else 0.0
+            rhs[i, 4] = lin[pos[i]] if other else 0.0
+        through[:] = 0.0
+        for i in range(k):
+            for c in range(5):
+                through[0, c] += inv[i, s0] * rhs[i, c]
+                through[1, c] += inv[i, s0 + 1] * rhs[i, c]
+        x[:] = 0.0
+        for i in range(k):
+            if i // 2 == g:
+                continue
+            for j in range(k):
+                a_ij = inv[i, j]
+                for c in range(5):
+                    x[i, c] += a_ij * rhs[j, c]
+            for c in range(5):
+                x[i, c] -= coupling[i, 0] * through[0, c] + coupling[i, 1] * through[1, c]
+        const = 0.0
+        for a in range(4):
+            reduced_lin[a] = lin[c0 + a]
+            for c in range(4):
+                reduced[a, c] = q[c0 + a, c0 + c]
+        for i in range(k):
+            const -= rhs[i, 4] * x[i, 4]
+            for a in range(4):
+                r_ia = rhs[i, a]
+                reduced_lin[a] -= r_ia * x[i, 4]
+                for c in range(4):
+                    reduced[a, c] -= r_ia * x[i, c]
+        f_best, best, v0, v1 = _best_pattern(reduced, reduced_lin, patterns)
+        if not (f_best + const < f_cur and valid[g]):
+            continue
+        chosen0, chosen1 = patterns[best, 0], patterns[best, 1]
+        group_values[:] = 0.0
+        group_values[chosen0], group_values[chosen1] = v0, v1
+        values[:] = 0.0
+        for i in range(k):
+            if i // 2 != g:
+                acc = x[i, 4]
+                for a in range(4):
+                    acc += x[i, a] * group_values[a]
+                values[pos[i]] = -acc
+        for a in range(4):
+            values[c0 + a] = group_values[a]
+        f_cur = f_best + const
+        moved = not (keep[g, chosen0] and keep[g, chosen1])
+        if moved:
+            _replace_group(inv, pos, g, coupling, x, reduced, chosen0, chosen1, y, col0, col1)
+        keep[g, :] = False
+        keep[g, chosen0], keep[g, chosen1] = True, True
+
+
+@_jit
+def _replace_group(inv: np.ndarray, pos: np.ndarray, g: int, coupling: np.ndarray, x: np.ndarray, reduced: np.ndarray,
+                   chosen0: int, chosen1: int, y: np.ndarray, col0: np.ndarray, col1: np.ndarray) -> None:
+    """Swap group g's slots of the kept-block inverse inv (k, k) to its new kept positions (chosen0, chosen1), in
+    place (as `row_sweep._replace_group` for one pair): the others' block⁻¹ by a rank-2 downdate, the new slots by a
+    rank-2 update; y (k, 2), col0 and col1 (k,) are scratch."""
+    k = inv.shape[0]
+    s0 = 2 * g
+    for i in range(k):  # y: the others' block⁻¹ Q̃[R, S'], minus the identity on the group's slots
+        y[i, 0], y[i, 1] = x[i, chosen0], x[i, chosen1]
+    y[s0, 0] -= 1.0
+    y[s0 + 1, 1] -= 1.0
+    p, q, r = reduced[chosen0, chosen0], reduced[chosen0, chosen1], reduced[chosen1, chosen1]
+    det = p * r - q * q
+    s00, s01, s11 = r / det, -q / det, p / det
+    col0[:], col1[:] = inv[:, s0], inv[:, s0 + 1]
+    for i in range(k):
+        u0 = y[i, 0] * s00 + y[i, 1] * s01
+        u1 = y[i, 0] * s01 + y[i, 1] * s11
+        other_i = i // 2 != g
+        for j in range(k):
+            w = 0.0
+            if other_i and j // 2 != g:
+                w = inv[i, j] - coupling[i, 0] * col0[j] - coupling[i, 1] * col1[j]
+            inv[i, j] = w + u0 * y[j, 0] + u1 * y[j, 1]
+    pos[s0], pos[s0 + 1] = chosen0 + 4 * g, chosen1 + 4 * g
+
+
+@_jit
+def _work_arrays(k: int) -> tuple:
+    """Scratch of `_row_step` for k kept slots: rhs, x (k, 5), coupling (k, 2), through (2, 5), reduced (4, 4),
+    y (k, 2), reduced_lin, group_values (4,), col0, col1 (k,)."""
+    return (np.empty((k, 5)), np.empty((k, 5)), np.empty((k, 2)), np.empty((2, 5)), np.empty((4, 4)), np.empty((k, 2)),
+            np.empty(4), np.empty(4), np.empty(k), np.empty(k))
+
+
+@_jit
+def _sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
+                 valid: np.ndarray, ridge: float, patterns: np.ndarray) -> None:
+    """The row sweep of every pair, in place: q (N, U, U), p (N, b, b), gamma, core (N, b, U), mask (N, b, U),
+    valid (N, b, G); all float64 but the masks."""
+    N, b, U = core.shape
+    G, k = U // 4, U // 2
+    q_unit, inv = np.empty((U, U)), np.empty((k, k))
+    q_diag, d_inv, row_scale, row_inv = np.empty(U), np.empty(U), np.empty(U), np.empty(U)
+    c0, lin, before, values, change = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U)
+    keep, pos = np.empty((G, 4), dtype=np.bool_), np.empty(k, dtype=np.int64)
+    work = _work_arrays(k)
+    for n in range(N):
+        qn = q[n]
+        for u in range(U):
+            q_diag[u] = qn[u, u]
+            d_inv[u] = 1.0 / np.sqrt(q_diag[u]) if q_diag[u] > 0 else 0.0
+        for u in range(U):
+            for v in range(U):
+                q_unit[u, v] = qn[u, v] * d_inv[u] * d_inv[v]  # Q̃: unit diagonal, the identity on dead columns
+            if q_diag[u] <= 0:
+                q_unit[u, u] = 1.0
+        for r in range(b):
+            p_rr = p[n, r, r]
+            _matvec(qn, core[n, r], lin)
+            for u in range(U):
+                row_scale[u] = np.sqrt(p_rr * q_diag[u]) if q_diag[u] > 0 and p_rr > 0 else 0.0
+                row_inv[u] = 1.0 / row_scale[u] if row_scale[u] > 0 else 0.0
+                c0[u] = core[n, r, u]
+                lin[u] = (gamma[n, r, u] - p_rr * lin[u]) * row_inv[u]
+                before[u] = c0[u] * row_scale[u]
+                values[u] = before[u]
+                keep[u // 4, u % 4] = mask[n, r, u]
+            for g in range(G):
+                first, second = -1, -1
+                count = 0
+                for a in range(4):
+                    if keep[g, a]:
+                        count += 1
+                        if first < 0:
+                            first = a
+                        else:
+                            second = a
+                if valid[n, r, g] and count == 2:
+                    pos[2 * g], pos[2 * g + 1] = 4 * g + first, 4 * g + second
+                else:
+                    pos[2 * g], pos[2 * g + 1] = 4 * g, 4 * g + 1
+            for i in range(k):
+                for j in range(k):
+                    inv[i, j] = q_unit[pos[i], pos[j]]
+                inv[i, i] += ridge
+            _invert(inv)
+            _row_step(q_unit, lin, values, keep, valid[n, r], pos, inv, patterns, work)
+            fell = _quadratic(values, lin, q_unit) < _quadratic(before, lin, q_unit)
+            for u in range(U):
+                if fell:
+                    mask[n, r, u] = keep[u // 4, u % 4]
+                else:
+                    values[u] = before[u]
+                core[n, r, u] = values[u] * row_inv[u]
+                c0[u] = core[n, r, u] - c0[u]
+            _matvec(qn, c0, change)  # Q is symmetric
+            for r2 in range(r + 1, b):
+                for u in range(U):
+                    gamma[n, r2, u] += p[n, r, r2] * change[u]
+
+
+def sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor, valid: Tensor) -> None:
+    """The row sweep of every pair on the CPU, core (b, G, 4, N) and mask in place (the layout of `Pairs`): q (U, U, N),
+    p (b, b, N), gamma (b, U, N), valid (b, G, N)."""
+    b, G, _, N = core.shape
+    dt = core.dtype
+    ridge = RIDGE * float(torch.finfo(dt).eps)
+
+    def first(x: Tensor, dtype: np.dtype) -> np.ndarray:
+        """x with its pairs first, contiguous, as a numpy array of dtype."""
+        return np.ascontiguousarray(x.movedim(-1, 0).numpy(), dtype=dtype)
+
+    core_np = first(core.reshape(b, 4 * G, N), np.float64)
+    mask_np = first(mask.reshape(b, 4 * G, N), np.bool_)
+    _sweep_pairs(first(q, np.float64), first(p, np.float64), first(gamma, np.float64), core_np, mask_np,
+                 first(valid.bool(), np.bool_), ridge, PATTERNS_NP)
+    core.copy_(torch.from_numpy(core_np).to(dt).movedim(0, -1).reshape(core.shape))
+    mask.copy_(torch.from_numpy(mask_np).movedim(0, -1).reshape(mask.shape))
