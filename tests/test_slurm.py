@@ -20,7 +20,8 @@ import yaml
 from armor.pipeline.faults import DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK_DELAY_S = 30  # part 0 (3 blocks) needs about 100 s against a first-attempt limit of 1 minute, part 1 (1 block) 40 s
+BLOCK_DELAY_S = 20  # part 0 (3 blocks) needs 60 s and the job starts against a first-attempt limit of 1 minute; part 1 (1 block)
+# 20 s and the starts (two Snakemake start-ups: about 15 s on CI, 30 s on a slow 2-core machine)
 
 
 @pytest.fixture(scope="module")
