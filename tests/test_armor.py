@@ -13,6 +13,7 @@ from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
 from armor.optimizer import blockdiag as bd
 from armor.optimizer import row_sweep as rs
+from armor.optimizer import row_sweep_cpu
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.bcd import Options, iterate, optimize, solver_state
 from armor.optimizer.exact import exact_step
@@ -123,14 +124,13 @@ def test_compiled_row_sweep_follows_the_batched_one_for_20_sweeps(d_out, d_in, b
 
 def test_a_layout_broken_compiled_row_sweep_fails_the_comparison(monkeypatch):
     """The check catches a pair-layout bug: Γ handed to the kernel with its pairs in reverse order."""
-    compiled = rs.sweep_pairs
+    compiled = row_sweep_cpu.sweep_pairs
 
-    def broken(q, p, gamma, core, mask, valid):
+    def broken(q, p, gamma, *rest):
         """The kernel with Γ's pairs reversed, the result written back the right way round."""
-        flipped = gamma.flip(-1)
-        compiled(q, p, flipped, core, mask, valid)
+        compiled(q, p, gamma.flip(-1), *rest)
 
-    monkeypatch.setattr(rs, "sweep_pairs", broken)
+    monkeypatch.setattr(row_sweep_cpu, "sweep_pairs", broken)
     w, h = _layers(2, 20, 44)
     with pytest.raises(AssertionError):
         _row_sweeps_side_by_side(w, h, 8, 20, monkeypatch)

@@ -18,7 +18,6 @@ from torch import Tensor
 
 from armor.optimizer.pairs import Pairs
 from armor.optimizer.problem import Problem
-from armor.optimizer.row_sweep_cpu import sweep_pairs
 from armor.optimizer.sparse_core import pattern_losses, pattern_systems
 from armor.sparsity import GROUP, PATTERNS
 
@@ -150,7 +149,10 @@ def row_sweep(prob: Problem) -> None:
     kernel of `row_sweep_cpu.py` runs it (unless FUSED_ON_CPU is off), elsewhere the batched operations below."""
     pairs = Pairs.of(prob)
     if FUSED_ON_CPU and prob.core.device.type == "cpu":
-        sweep_pairs(pairs.q, pairs.p, pairs.gamma, pairs.core, pairs.mask, pairs.valid)
+        from armor.optimizer.row_sweep_cpu import sweep_pairs  # numba, imported only where a CPU sweep runs
+
+        ridge = RIDGE * torch.finfo(prob.core.dtype).eps
+        sweep_pairs(pairs.q, pairs.p, pairs.gamma, pairs.core, pairs.mask, pairs.valid, ridge, KEPT_BY_CODE)
         pairs.write_back(prob)
         return
     b, G, _, N = pairs.core.shape

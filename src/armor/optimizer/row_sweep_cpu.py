@@ -15,10 +15,9 @@ import torch
 from numba import njit
 from torch import Tensor
 
+from armor.optimizer.sparse_core import RIDGE as PATTERN_RIDGE
 from armor.sparsity import PATTERNS
 
-RIDGE = 8.0  # as row_sweep.RIDGE: times the dtype's epsilon, on the unit diagonal of a row's kept block
-PATTERN_RIDGE = 1e-12  # as sparse_core.RIDGE: relative Tikhonov term of each pattern's 2 × 2 system
 PATTERNS_NP = PATTERNS.numpy().astype(np.int64)  # (6, 2)
 TINY = float(np.finfo(np.float64).tiny)
 
@@ -202,9 +201,10 @@ def _work_arrays(k: int) -> tuple:
 
 @_jit
 def _sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
-                 valid: np.ndarray, ridge: float, patterns: np.ndarray) -> None:
+                 valid: np.ndarray, ridge: float, patterns: np.ndarray, kept_by_code: np.ndarray) -> None:
     """The row sweep of every pair, in place: q (N, U, U), p (N, b, b), gamma, core (N, b, U), mask (N, b, U),
-    valid (N, b, G); all float64 but the masks."""
+    valid (N, b, G); all float64 but the masks; ridge on the kept blocks' unit diagonal, kept_by_code as
+    row_sweep.KEPT_BY_CODE."""
     N, b, U = core.shape
     G, k = U // 4, U // 2
     q_unit, inv = np.empty((U, U)), np.empty((k, k))
@@ -233,20 +233,12 @@ def _sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarr
                 before[u] = c0[u] * row_scale[u]
                 values[u] = before[u]
                 keep[u // 4, u % 4] = mask[n, r, u]
-            for g in range(G):
-                first, second = -1, -1
-                count = 0
-                for a in range(4):
-                    if keep[g, a]:
-                        count += 1
-                        if first < 0:
-                            first = a
-                        else:
-                            second = a
-                if valid[n, r, g] and count == 2:
-                    pos[2 * g], pos[2 * g + 1] = 4 * g + first, 4 * g + second
-                else:
-                    pos[2 * g], pos[2 * g + 1] = 4 * g, 4 * g + 1
+            for g in range(G):  # as row_sweep.kept_positions
+                code = 0
+                if valid[n, r, g]:
+                    for a in range(4):
+                        code += keep[g, a] << a
+                pos[2 * g], pos[2 * g + 1] = 4 * g + kept_by_code[code, 0], 4 * g + kept_by_code[code, 1]
             for i in range(k):
                 for j in range(k):
                     inv[i, j] = q_unit[pos[i], pos[j]]
@@ -267,12 +259,12 @@ def _sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarr
                     gamma[n, r2, u] += p[n, r, r2] * change[u]
 
 
-def sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor, valid: Tensor) -> None:
+def sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor, valid: Tensor, ridge: float,
+                kept_by_code: Tensor) -> None:
     """The row sweep of every pair on the CPU, core (b, G, 4, N) and mask in place (the layout of `Pairs`): q (U, U, N),
-    p (b, b, N), gamma (b, U, N), valid (b, G, N)."""
+    p (b, b, N), gamma (b, U, N), valid (b, G, N); ridge and kept_by_code (16, 2) those of `row_sweep`."""
     b, G, _, N = core.shape
     dt = core.dtype
-    ridge = RIDGE * float(torch.finfo(dt).eps)
 
     def first(x: Tensor, dtype: np.dtype) -> np.ndarray:
         """x with its pairs first, contiguous, as a numpy array of dtype."""
@@ -281,6 +273,7 @@ def sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor,
     core_np = first(core.reshape(b, 4 * G, N), np.float64)
     mask_np = first(mask.reshape(b, 4 * G, N), np.bool_)
     _sweep_pairs(first(q, np.float64), first(p, np.float64), first(gamma, np.float64), core_np, mask_np,
-                 first(valid.bool(), np.bool_), ridge, PATTERNS_NP)
+                 first(valid.bool(), np.bool_), ridge, PATTERNS_NP,
+                 kept_by_code.numpy().astype(np.int64))
     core.copy_(torch.from_numpy(core_np).to(dt).movedim(0, -1).reshape(core.shape))
     mask.copy_(torch.from_numpy(mask_np).movedim(0, -1).reshape(mask.shape))
