@@ -73,10 +73,10 @@ def test_armor_linear_matches_the_plain_product_with_bias(d_out, d_in, b, fold):
 
 SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
          "max_position_embeddings": 256}
-ARCHITECTURES = {"llama": {"tie_word_embeddings": True}, "qwen2": {}, "gemma3_text": {"head_dim": 16, "sliding_window": 16}}
+ARCHITECTURES = {"llama": {"tie_word_embeddings": True}, "qwen2": {}, "gemma3_text": {"head_dim": 16, "sliding_window": 16}}  # qwen2: biases; gemma3 in the slow set
 
 
-@pytest.fixture(scope="module", params=list(ARCHITECTURES))
+@pytest.fixture(scope="module", params=[arch if arch != "gemma3_text" else pytest.param(arch, marks=pytest.mark.slow) for arch in ARCHITECTURES])
 def runs(request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, torch.Tensor]:
     """A tiny random model of one architecture, its ARMOR and Wanda runs, their packed and dense-equivalent folders."""
     arch, root = request.param, tmp_path_factory.mktemp(request.param)
