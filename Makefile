@@ -60,7 +60,7 @@ bench-gpu: $(STAMP)  ## on a CUDA GPU: fp16 layer speed at the Llama shapes, the
 	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solvers adam exact sweep gauss_newton --out results/benchmarks/gpu_iteration.csv
 
 test: $(STAMP)  ## the CI test set (everything not marked slow): two workers, one test file each at a time, then the wall-time tests alone
-	$(BIN)/pytest -m "not slow and not serial" -n 2 --dist loadfile
+	$(BIN)/pytest -m "not slow and not serial" -n 2 --dist loadfile --durations=15
 	$(BIN)/pytest -m "serial and not slow"
 
 image:  ## as root, with podman and debootstrap: the CPU image -> containers/armor-cpu.tar (docker-archive) and .digest

@@ -1,8 +1,11 @@
-"""Shared fixtures: the tiny random Llama from tests/data/tiny.yaml, fetched once per session."""
+"""Shared fixtures: the tiny random Llama from tests/data/tiny.yaml, fetched once per session; one thread per
+pytest-xdist worker."""
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from armor.config import validate
@@ -10,6 +13,14 @@ from armor.pipeline.models import fetch_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one thread per worker and for the jobs it starts: `make test`'s two workers share 2 cores,
+    and oversubscribed threads slow small tensor operations many times over."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

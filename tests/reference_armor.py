@@ -7,6 +7,7 @@ problem. Slow and obviously right; nothing here is shared with src/armor/optimiz
 
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -198,15 +199,18 @@ class ReferenceLayer:
             return self._weighted_residual(list(x[:n_a]), list(x[n_a : n_a + n_b]), x[-1])
 
         jac = torch.cat([j.flatten(1) for j in torch.autograd.functional.jacobian(residual, tuple(point), vectorize=True)], 1)  # (d_out·d_in, n)
-        gram = jac.T @ jac
-        diag = gram.diagonal()
-        system = gram + self.damping * torch.diag(diag)
-        precondition = self._preconditioner(system, [x.shape for x in point], n_a)
+        diag = jac.square().sum(0)  # the diagonal of the Gram matrix JᵀJ
+
+        def system(idx: Tensor) -> Tensor:
+            """Rows and columns idx of the damped Gram matrix JᵀJ + λ·diag(JᵀJ)."""
+            return jac[:, idx].T @ jac[:, idx] + self.damping * torch.diag(diag[idx])
+
+        precondition = self._preconditioner(system, jac.shape[1], jac.dtype, [x.shape for x in point], n_a)
         r = -jac.T @ residual(*point).detach()
         x, z = torch.zeros_like(r), precondition @ r
         d, rz = z.clone(), r @ z
         for _ in range(cg_steps):
-            product = system @ d
+            product = jac.T @ (jac @ d) + self.damping * diag * d
             curvature = d @ product
             alpha = rz / curvature if curvature > 0 else torch.zeros(())
             x, r = x + alpha * d, r - alpha * product
@@ -228,24 +232,24 @@ class ReferenceLayer:
             self._sweep_groups()
 
     @staticmethod
-    def _preconditioner(system: Tensor, shapes: list[torch.Size], n_a: int) -> Tensor:
-        """The inverse of `system`'s blocks on each row of each A block and each column of each B block (with a ridge
-        of 1e-6 times the block's largest diagonal entry, a unit diagonal where a block is zero) and of its diagonal on
-        the core values."""
-        n = system.shape[0]
-        inverse = torch.zeros_like(system)
+    def _preconditioner(system: Callable[[Tensor], Tensor], n: int, dtype: torch.dtype, shapes: list[torch.Size], n_a: int) -> Tensor:
+        """The inverse of the n × n system's blocks (`system(idx)`: its rows and columns idx) on each row of each A
+        block and each column of each B block (with a ridge of 1e-6 times the block's largest diagonal entry, a unit
+        diagonal where a block is zero) and of its diagonal on the core values."""
+        inverse = torch.zeros(n, n, dtype=dtype)
         sets, offset = [], 0
         for i, shape in enumerate(shapes[:-1]):
             rows, cols = shape
             index = torch.arange(offset, offset + rows * cols).view(rows, cols)
             sets += list(index) if i < n_a else list(index.T)  # A: one row at a time; B: one column
             offset += rows * cols
-        sets += [torch.tensor([j]) for j in range(offset, n)]
         for idx in sets:
-            block = system[idx][:, idx]
+            block = system(idx)
             diag = block.diagonal()
             shift = 1e-6 * diag.max() + (diag == 0).to(block.dtype)
-            inverse[idx[:, None], idx[None, :]] = torch.linalg.inv(block + torch.diag(shift)) if len(idx) > 1 else 1 / (diag + 1e-30)
+            inverse[idx[:, None], idx[None, :]] = torch.linalg.inv(block + torch.diag(shift))
+        core = torch.arange(offset, n)
+        inverse[core, core] = 1 / (system(core).diagonal() + 1e-30)
         return inverse
 
     def _sweep_groups(self) -> None:

@@ -16,6 +16,7 @@ def _run(module: str, *args: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_iteration_benchmark_projects_a_model(tmp_path):
     out = tmp_path / "iteration.csv"
     _run("armor.bench.iteration", "--models", "smollm2-135m", "--block-size", "64", "--iterations", "2", "--solvers", "adam", "sweep", "--out", str(out))

@@ -74,8 +74,8 @@ def test_bad_config_names_key_and_allowed(edit, message):
     ("edit", "message"),
     [
         (lambda c: c["calibration"].update(mode={"wanda": "greedy"}), "config key 'calibration.mode.wanda'"),
-        (lambda c: c["models"].update(m={"source": "local", "path": "/nonexistent/llama", "seqlen": 128}),
-         "models.m.path: /nonexistent/llama is not a Hugging Face model folder (no config.json)"),
+        pytest.param(lambda c: c["models"].update(m={"source": "local", "path": "/nonexistent/llama", "seqlen": 128}),
+                     "models.m.path: /nonexistent/llama is not a Hugging Face model folder (no config.json)", marks=pytest.mark.slow),
     ],
 )
 def test_bad_config_stops_snakemake_before_any_job(tmp_path, edit, message):

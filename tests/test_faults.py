@@ -73,6 +73,7 @@ def _snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow  # about 2 minutes: the first workflow runs its whole target
 def test_second_workflow_on_the_same_results_is_refused_by_the_lock(tmp_path):
     target = "results/runs/tiny-llama/wanda/b0-s0/summary.json"
     first = _snakemake(tmp_path, target, env={DELAY_ENV: "4"})

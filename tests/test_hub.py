@@ -162,8 +162,9 @@ def _copy_without(offline_run: tuple[Path, Path, list[str]], tmp_path: Path, rem
 @pytest.mark.parametrize(
     ("remove", "output", "job_log", "named"),
     [
-        ("hub/datasets--allenai--c4/snapshots/*/en/c4-validation.00000-of-00008.json.gz", "results/data/tiny-hub/eval_c4.safetensors",
-         "evaluation_data/tiny-hub/c4.log", "en/c4-validation.00000-of-00008.json.gz of the dataset repository allenai/c4"),
+        pytest.param("hub/datasets--allenai--c4/snapshots/*/en/c4-validation.00000-of-00008.json.gz", "results/data/tiny-hub/eval_c4.safetensors",
+                     "evaluation_data/tiny-hub/c4.log", "en/c4-validation.00000-of-00008.json.gz of the dataset repository allenai/c4",
+                     marks=pytest.mark.slow),
         ("datasets/openai___gsm8k", "results/runs/tiny-hub/nowag_p/b0-s0/downstream.json",
          "lm_eval/tiny-hub/nowag_p/b0-s0.log", "the dataset config main of openai/gsm8k (lm-eval task gsm8k, downstream.tasks.gsm8k)"),
     ],

@@ -158,7 +158,7 @@ def test_sequential_mode_calibrates_on_pruned_outputs(six_blocks, tmp_path):
     assert not torch.allclose(independent[5][last], sequential[5][last])
 
 
-@pytest.mark.parametrize("mode", ["independent", "sequential"])
+@pytest.mark.parametrize("mode", [pytest.param("independent", marks=pytest.mark.slow), "sequential"])  # CI: independent through SLURM
 def test_a_killed_prune_job_resumes_to_identical_weights(six_blocks, tmp_path, mode):
     folder, windows = six_blocks
     if mode == "independent":

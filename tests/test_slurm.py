@@ -20,8 +20,8 @@ import yaml
 from armor.pipeline.faults import DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK_DELAY_S = 20  # part 0 (3 blocks) needs 60 s and the job starts against a first-attempt limit of 1 minute; part 1 (1 block)
-# 20 s and the starts (two Snakemake start-ups: about 15 s on CI, 30 s on a slow 2-core machine)
+BLOCK_DELAY_S = 45  # against a first-attempt limit of 2 minutes, part 0 (3 blocks) needs 135 s and the job starts, part 1 (1 block)
+# 45 s and the starts (two Snakemake start-ups and a block: 15 s on a fast 2-core machine, 30-60 s on a slow or busy one)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,9 @@ def _local_profile(out: Path) -> Path:
 
 def _config(out: Path) -> Path:
     """The tiny config with 4 blocks, dense and NoWag-P (independent: 3 + 1 blocks per prune job), and every first
-    attempt limited to 1 minute."""
+    attempt limited to 2 minutes."""
     config = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
-    config |= {"methods": ["dense", "nowag_p"], "runtime_scale": 1 / 1440, "prune": {"blocks_per_job": 3}}
+    config |= {"methods": ["dense", "nowag_p"], "runtime_scale": 1 / 720, "prune": {"blocks_per_job": 3}}
     config["models"]["tiny-llama"]["config"]["num_hidden_layers"] = 4
     config.pop("downstream")
     out.write_text(yaml.safe_dump(config))
@@ -94,8 +94,8 @@ def test_tiny_dag_through_slurm_resumes_a_timed_out_prune_job(slurm, tmp_path):
     assert len(attempts[1]) == 1, attempts  # the short part finished in its first attempt ...
     assert len(attempts[0]) == 2, attempts  # ... and only the long one was resubmitted
     first, second = (p.read_text() for p in attempts[0])
-    assert "DUE TO TIME LIMIT" in first and re.search(r"runtime=1\b", first)
-    assert re.search(r"runtime=2\b", second) and "--attempt 2" in second  # the retry asks for twice the time
+    assert "DUE TO TIME LIMIT" in first and re.search(r"runtime=2\b", first)
+    assert re.search(r"runtime=4\b", second) and "--attempt 2" in second  # the retry asks for twice the time
     prune_log = (work / "results/logs/prune/tiny-llama/nowag_p/b0-s0/part0.log").read_text()
     assert "block 0 (1/3 of this part) resumed from checkpoint" in prune_log  # the log is the last attempt's
     assert "Hugging Face hub offline, cache " in prune_log  # SLURM jobs run offline

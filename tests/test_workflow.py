@@ -110,6 +110,7 @@ def test_logs_and_benchmarks_are_written(workflow_dir):
     assert (workflow_dir / "results/logs/calibrate/tiny-llama/s0.log").read_text().count("calibration block 3/3 recorded") == 1
 
 
+@pytest.mark.slow  # CI: a killed prune job's resume in test_pipeline, a timed-out one's through SLURM in test_slurm
 def test_killed_prune_job_resumes_on_rerun(workflow_dir, tmp_path):
     """Kill the prune job after one block; the next snakemake call finishes with identical weights."""
     reference = list(block_tensors(workflow_dir / "results/runs/tiny-llama/sparsegpt/b0-s0/pruned"))
@@ -263,6 +264,7 @@ def test_every_table_names_the_commit_and_config_it_came_from(workflow_dir):
         assert f"commit {record['commit'][:12]}" in text and f"config {record['config_hash']}" in text, path.name
 
 
+@pytest.mark.slow  # CI: the seed spread through tables and figures in test_render
 def test_a_second_seed_is_a_run_of_its_own_on_its_own_calibration_draw(workflow_dir, tmp_path):
     config = yaml.safe_load(TINY.read_text())
     config["calibration"]["seeds"] = [0, 1]
