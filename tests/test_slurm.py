@@ -69,7 +69,6 @@ def _running_parts(stop: threading.Event, seen: list[int]) -> None:
         time.sleep(1)
 
 
-@pytest.mark.serial
 def test_tiny_dag_through_slurm_resumes_a_timed_out_prune_job(slurm, tmp_path):
     work = tmp_path / "work"
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(work), "--profile",

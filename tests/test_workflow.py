@@ -201,6 +201,7 @@ def test_tables_are_rendered_and_figures_drawn(workflow_dir):
         assert (workflow_dir / f"results/figures/{figure}.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_redrawing_a_figure_reads_only_tables(workflow_dir):
     pruned = workflow_dir / "results/runs/tiny-llama/armor/b16-s0/pruned/model-00001-of-00003.safetensors"
     before = pruned.stat().st_mtime_ns
@@ -232,7 +233,7 @@ def test_dense_equivalent_export_is_a_rule(workflow_dir):
     assert (workflow_dir / target / "model.safetensors.index.json").exists() and (workflow_dir / target / "README.md").exists()
 
 
-@pytest.mark.parametrize(("edit", "method"), [(lambda c: c["armor"].update(iterations=21), "armor"),
+@pytest.mark.parametrize(("edit", "method"), [pytest.param(lambda c: c["armor"].update(iterations=21), "armor", marks=pytest.mark.slow),
                                               (lambda c: c["variants"]["armor_gn"]["settings"].update(cg_steps=6), "armor_gn")],
                          ids=["method", "variant"])
 def test_a_settings_change_reruns_the_jobs_it_determines(workflow_dir, tmp_path, edit, method):
