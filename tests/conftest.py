@@ -16,8 +16,9 @@ TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, one thread per worker and for the jobs it starts: `make test`'s two workers share 2 cores,
-    and oversubscribed threads slow small tensor operations many times over."""
+    """Under pytest-xdist, one thread per worker (and OMP_NUM_THREADS=1 for the processes it starts; workflow jobs set
+    theirs from Snakemake's threads): `make test`'s two workers share 2 cores, and oversubscribed threads slow small
+    tensor operations many times over."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)

@@ -205,7 +205,7 @@ class ReferenceLayer:
             """Rows and columns idx of the damped Gram matrix JᵀJ + λ·diag(JᵀJ)."""
             return jac[:, idx].T @ jac[:, idx] + self.damping * torch.diag(diag[idx])
 
-        precondition = self._preconditioner(system, jac.shape[1], jac.dtype, [x.shape for x in point], n_a)
+        precondition = self._preconditioner(system, (1 + self.damping) * diag, [x.shape for x in point], n_a)
         r = -jac.T @ residual(*point).detach()
         x, z = torch.zeros_like(r), precondition @ r
         d, rz = z.clone(), r @ z
@@ -232,11 +232,12 @@ class ReferenceLayer:
             self._sweep_groups()
 
     @staticmethod
-    def _preconditioner(system: Callable[[Tensor], Tensor], n: int, dtype: torch.dtype, shapes: list[torch.Size], n_a: int) -> Tensor:
-        """The inverse of the n × n system's blocks (`system(idx)`: its rows and columns idx) on each row of each A
-        block and each column of each B block (with a ridge of 1e-6 times the block's largest diagonal entry, a unit
-        diagonal where a block is zero) and of its diagonal on the core values."""
-        inverse = torch.zeros(n, n, dtype=dtype)
+    def _preconditioner(system: Callable[[Tensor], Tensor], diagonal: Tensor, shapes: list[torch.Size], n_a: int) -> Tensor:
+        """The inverse of the system's blocks (`system(idx)`: its rows and columns idx; `diagonal`: its diagonal) on
+        each row of each A block and each column of each B block (with a ridge of 1e-6 times the block's largest
+        diagonal entry, a unit diagonal where a block is zero) and of its diagonal on the core values."""
+        n = len(diagonal)
+        inverse = torch.zeros(n, n, dtype=diagonal.dtype)
         sets, offset = [], 0
         for i, shape in enumerate(shapes[:-1]):
             rows, cols = shape
@@ -249,7 +250,7 @@ class ReferenceLayer:
             shift = 1e-6 * diag.max() + (diag == 0).to(block.dtype)
             inverse[idx[:, None], idx[None, :]] = torch.linalg.inv(block + torch.diag(shift))
         core = torch.arange(offset, n)
-        inverse[core, core] = 1 / (system(core).diagonal() + 1e-30)
+        inverse[core, core] = 1 / (diagonal[core] + 1e-30)
         return inverse
 
     def _sweep_groups(self) -> None:
