@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install (Debian's packages) and start a single-node SLURM on localhost for the workflow's SLURM test.
 # Idempotent: a running cluster is left as it is. Needs root. Partitions: cpu (default) and gpu, whose two
-# GPUs are scheduling stand-ins (/dev/tty1-2), not real devices.
+# GPUs are scheduling stand-ins (/dev/tty1-2), not real devices. The node offers at least 8 CPUs whatever the
+# machine has (config_overrides), so two prune parts and the dense run's jobs can all be RUNNING on a 2-core
+# machine; the test's jobs mostly wait on their block pauses.
 set -euo pipefail
 
 if sinfo --noheader -o %T 2>/dev/null | grep -qx idle; then
@@ -14,7 +16,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(( $(nproc) > 8 ? $(nproc) : 8 ))
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/lib/munge /var/log/munge
 chown -R munge:munge /run/munge /var/lib/munge /var/log/munge /etc/munge 2>/dev/null || true
@@ -43,6 +45,7 @@ ReturnToService=2
 GresTypes=gpu
 KillWait=5
 OverTimeLimit=0
+SlurmdParameters=config_overrides
 NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} Gres=gpu:2 State=UNKNOWN
 PartitionName=cpu Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=${host} MaxTime=INFINITE State=UP
