@@ -59,8 +59,10 @@ bench-gpu: $(STAMP)  ## on a CUDA GPU: fp16 layer speed at the Llama shapes, the
 	$(SNAKEMAKE) results/tables/speed.csv --configfile config/demo.yaml --forcerun speed
 	$(BIN)/python -m armor.bench.iteration --models llama2-7b --block-size 128 --solvers adam exact sweep gauss_newton --out results/benchmarks/gpu_iteration.csv
 
-test: $(STAMP)  ## the CI test set (everything not marked slow): two workers, one test file each at a time
-	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile --durations=15
+# three workers on two cores: the SLURM test mostly waits on its jobs, the other two keep the cores busy; one test file
+# per worker at a time, the longest first (tests/conftest.py)
+test: $(STAMP)  ## the CI test set (everything not marked slow)
+	$(BIN)/pytest -m "not slow" -n 3 --dist loadfile --no-loadscope-reorder --durations=15
 
 image:  ## as root, with podman and debootstrap: the CPU image -> containers/armor-cpu.tar (docker-archive) and .digest
 	containers/build.sh cpu

@@ -1,5 +1,5 @@
 """Shared fixtures: the tiny random Llama from tests/data/tiny.yaml, fetched once per session; one thread per
-pytest-xdist worker."""
+pytest-xdist worker, and the longest test files first."""
 
 import os
 from pathlib import Path
@@ -13,6 +13,7 @@ from armor.pipeline.models import fetch_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"
+LONGEST_FIRST = ("test_slurm.py", "test_workflow.py", "test_hub.py", "test_packed.py")  # minutes each in CI, the SLURM test mostly waiting
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,6 +23,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Collect the longest test files first, so that `make test` (`--dist loadfile --no-loadscope-reorder`) starts
+    them first and the short files fill the workers around them."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,7 @@ def _snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess
 
 @pytest.mark.slow  # about 2 minutes: the first workflow runs its whole target
 def test_second_workflow_on_the_same_results_is_refused_by_the_lock(tmp_path):
-    target = "results/runs/tiny-llama/wanda/b0-s0/summary.json"
+    target = "results/runs/tiny-llama/sparsegpt/b0-s0/summary.json"
     first = _snakemake(tmp_path, target, env={DELAY_ENV: "4"})
     lock_dir = tmp_path / ".snakemake/locks"
     deadline = time.time() + 120
@@ -86,7 +86,7 @@ def test_second_workflow_on_the_same_results_is_refused_by_the_lock(tmp_path):
     first_out, _ = first.communicate(timeout=600)
     assert second.returncode != 0 and "Directory cannot be locked" in second_out
     assert first.returncode == 0, first_out[-4000:]
-    weights = [k for block in block_tensors(tmp_path / "results/runs/tiny-llama/wanda/b0-s0/pruned") for k in block if k.endswith(".weight")]
+    weights = [k for block in block_tensors(tmp_path / "results/runs/tiny-llama/sparsegpt/b0-s0/pruned") for k in block if k.endswith(".weight")]
     assert len(weights) == 3 * 7
 
 

@@ -21,7 +21,7 @@ from armor.sparsity import is_24
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
-METHODS = ["dense", "magnitude", "wanda", "sparsegpt", "nowag_p", "armor", "armor_gn"]  # armor_gn: a variant of armor (ours)
+METHODS = ["dense", "sparsegpt", "nowag_p", "armor", "armor_gn"]  # armor_gn: a variant of armor (ours)
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -48,8 +48,8 @@ def test_main_table_has_a_row_per_method(workflow_dir):
     windows = json.loads((workflow_dir / "results/runs/tiny-llama/armor/b16-s0/window_nll.json").read_text())["news"]
     assert len(windows["nll"]) == 4 and windows["tokens_per_window"] == 63  # max_windows 4 of seqlen 64
     assert table["method"].tolist() == METHODS
-    assert table["block_size"].tolist() == [0, 0, 0, 0, 0, 16, 16]
-    assert table["label"].tolist()[-2:] == ["ARMOR", "ARMOR, Gauss–Newton (ours)"] and table["origin"].tolist() == ["paper"] * 6 + ["ours"]
+    assert table["block_size"].tolist() == [0, 0, 0, 16, 16]
+    assert table["label"].tolist()[-2:] == ["ARMOR", "ARMOR, Gauss–Newton (ours)"] and table["origin"].tolist() == ["paper"] * 4 + ["ours"]
     assert (table["model"] == "tiny-llama").all()
     dense = table.set_index("method").loc["dense"]
     assert dense["proxy_loss"] == 0 and dense["zero_fraction"] < 0.01
@@ -62,8 +62,7 @@ def test_main_table_has_a_row_per_method(workflow_dir):
     assert by_method.loc["armor", "overhead"] == pytest.approx(16 * (2 * 128 + 2 * 96 + 3 * 192) / 36864)  # b·(d_out + d_in) over d_out·d_in
     assert by_method.loc["armor_gn", "overhead"] == by_method.loc["armor", "overhead"]
     assert (by_method.drop(["armor", "armor_gn"])["overhead"] == 0).all()
-    modes = {"dense": "none", "magnitude": "independent", "wanda": "sequential", "sparsegpt": "sequential", "nowag_p": "independent", "armor": "independent",
-             "armor_gn": "independent"}
+    modes = {"dense": "none", "sparsegpt": "sequential", "nowag_p": "independent", "armor": "independent", "armor_gn": "independent"}
     assert by_method["calibration_mode"].to_dict() == modes
 
 
