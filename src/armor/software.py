@@ -1,13 +1,16 @@
 """What a step runs in: the container image (or the host), library versions and the device. Every stage records it
-(job logs, run summaries, speed rows, the provenance of the tables), so it lives below them all."""
+(job logs, run summaries, speed rows, the provenance of the tables), so it lives below them all. It imports no torch:
+the table and figure jobs log it too, and torch's import is most of their start-up."""
 
 import importlib.metadata
 import json
 import os
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_ENV = "ARMOR_IMAGE_DIGEST"  # the image's digest, where the container runtime passes it in
 IMAGE_FILE = Path("/etc/armor-image.json")  # the image's own record, written by containers/Containerfile
@@ -21,9 +24,11 @@ def version(library: str) -> str:
         return "missing"
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: "torch.device") -> str:
     """The hardware a run computed on: the GPUs' name and count, or the CPU's model and core count."""
     if device.type == "cuda":
+        import torch
+
         return f"{torch.cuda.get_device_name(device)} x{torch.cuda.device_count()}"
     cpuinfo = Path("/proc/cpuinfo")
     models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.exists() else []
@@ -43,4 +48,4 @@ def image() -> str:
 
 def software() -> dict[str, str]:
     """The software a step runs in: the image (or host), torch and transformers."""
-    return {"image": image(), "torch": torch.__version__, "transformers": version("transformers")}
+    return {"image": image(), "torch": version("torch"), "transformers": version("transformers")}
