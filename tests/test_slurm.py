@@ -20,8 +20,9 @@ import yaml
 from armor.pipeline.faults import DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK_DELAY_S = 45  # against a first-attempt limit of 2 minutes, part 0 (3 blocks) needs 135 s and the job starts, part 1 (1 block)
-# 45 s and the starts (two Snakemake start-ups and a block: 15 s on a fast 2-core machine, 30-60 s on a slow or busy one)
+BLOCK_DELAY_S = 38  # against a first-attempt limit of 2 minutes, which SLURM enforces up to half a minute late: part 0 (4 blocks)
+# needs 152 s and its start, part 1 (1 block) 38 s and its start (two Snakemake start-ups and a block: 15 s on a fast 2-core
+# machine, 30-60 s on a slow or busy one), so part 0 always times out and part 1 finishes if its start takes under 82 s
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,11 @@ def _local_profile(out: Path) -> Path:
 
 
 def _config(out: Path) -> Path:
-    """The tiny config with 4 blocks, dense and NoWag-P (independent: 3 + 1 blocks per prune job), and every first
+    """The tiny config with 5 blocks, dense and NoWag-P (independent: 4 + 1 blocks per prune job), and every first
     attempt limited to 2 minutes."""
     config = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
-    config |= {"methods": ["dense", "nowag_p"], "runtime_scale": 1 / 720, "prune": {"blocks_per_job": 3}}
-    config["models"]["tiny-llama"]["config"]["num_hidden_layers"] = 4
+    config |= {"methods": ["dense", "nowag_p"], "runtime_scale": 1 / 720, "prune": {"blocks_per_job": 4}}
+    config["models"]["tiny-llama"]["config"]["num_hidden_layers"] = 5
     config.pop("downstream")
     out.write_text(yaml.safe_dump(config))
     return out
@@ -96,7 +97,7 @@ def test_tiny_dag_through_slurm_resumes_a_timed_out_prune_job(slurm, tmp_path):
     assert "DUE TO TIME LIMIT" in first and re.search(r"runtime=2\b", first)
     assert re.search(r"runtime=4\b", second) and "--attempt 2" in second  # the retry asks for twice the time
     prune_log = (work / "results/logs/prune/tiny-llama/nowag_p/b0-s0/part0.log").read_text()
-    assert "block 0 (1/3 of this part) resumed from checkpoint" in prune_log  # the log is the last attempt's
+    assert "block 0 (1/4 of this part) resumed from checkpoint" in prune_log  # the log is the last attempt's
     assert "Hugging Face hub offline, cache " in prune_log  # SLURM jobs run offline
-    assert re.search(r"block 2 \(3/3 of this part\) (pruned|resumed from checkpoint)", prune_log)  # a slow node may time out in the last pause
+    assert re.search(r"block 3 \(4/4 of this part\) (pruned|resumed from checkpoint)", prune_log)  # a slow node may time out in the last pause
     assert len(list((work / ".snakemake/slurm_logs/rule_calibrate").rglob("*.log"))) == 1  # nothing else ran again
