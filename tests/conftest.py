@@ -18,7 +18,7 @@ LONGEST_FIRST = ("test_slurm.py", "test_workflow.py", "test_hub.py", "test_packe
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, one thread per worker (and OMP_NUM_THREADS=1 for the processes it starts; workflow jobs set
-    theirs from Snakemake's threads): `make test`'s two workers share 2 cores, and oversubscribed threads slow small
+    theirs from Snakemake's threads): `make test`'s three workers share 2 cores, and oversubscribed threads slow small
     tensor operations many times over."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
