@@ -1,5 +1,5 @@
 """ARMOR's optimiser: the batched solvers against the plain reference over many iterations, the compiled CPU row
-sweep against the batched one, the exact sparse step against brute force, monotonicity, the guard, ragged blocks and
+and group sweeps against the batched ones, the exact sparse step against brute force, monotonicity, the guard, ragged blocks and
 the layer-wise Adam against torch.optim.Adam."""
 
 import itertools
@@ -13,7 +13,8 @@ from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
 from armor.optimizer import blockdiag as bd
 from armor.optimizer import row_sweep as rs
-from armor.optimizer import row_sweep_cpu
+from armor.optimizer import sweep as sw
+from armor.optimizer import sweeps_cpu
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.bcd import Options, SolverState, iterate, optimize, solver_state
 from armor.optimizer.exact import exact_step
@@ -81,17 +82,24 @@ def test_batched_solver_follows_the_plain_reference_for_60_iterations(solver, d_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("solver", SLOW_SOLVERS)
-def test_batched_row_sweep_follows_the_plain_reference_for_60_iterations(solver, monkeypatch):
-    """The batched row sweep (the GPU's path) on the CPU too; CI checks it against the compiled one instead."""
+@pytest.mark.parametrize(("solver", "d_out", "d_in", "b"), [(s, *SHAPES[-1]) for s in SLOW_SOLVERS] + [("gauss_newton", 22, 44, 20)])
+def test_batched_sweeps_follow_the_plain_reference_for_60_iterations(solver, d_out, d_in, b, monkeypatch):
+    """The batched row and group sweeps (the GPU's path) on the CPU too; CI checks them against the compiled ones."""
     monkeypatch.setattr(rs, "FUSED_ON_CPU", False)
-    w, h = _layers(2, *SHAPES[-1][:2])
-    _follow_reference(Problem(w, h, SHAPES[-1][2]), solver, iterations=60)
+    monkeypatch.setattr(sw, "FUSED_ON_CPU", False)
+    w, h = _layers(2, d_out, d_in)
+    _follow_reference(Problem(w, h, b), solver, iterations=60)
 
 
-def _row_sweeps_side_by_side(w: torch.Tensor, h: torch.Tensor, b: int, sweeps: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The batched and the compiled row sweep from the same perturbed point, each round after the same random move of
-    A and B: the same losses, and in float64 the same masks and values (float32: the compiled sweep works in float64)."""
+SWEEPS = {"row": (rs, rs.row_sweep, "row_sweep_pairs"), "group": (sw, sw.group_sweep, "group_sweep_pairs")}  # module
+# holding FUSED_ON_CPU, the sweep, and its compiled kernel's name in sweeps_cpu
+
+
+def _sweeps_side_by_side(w: torch.Tensor, h: torch.Tensor, b: int, sweeps: int, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched and the compiled sweep of a kind from the same perturbed point, each round after the same random
+    move of A and B: the same losses, and in float64 the same masks and values (float32: the compiled sweep works in
+    float64)."""
+    module, run_sweep, _ = SWEEPS[kind]
     prob, twin, dtype = Problem(w, h, b), Problem(w, h, b), w.dtype
     _perturb(prob)
     twin.set_state(prob.a.clone(), prob.b.clone(), prob.core.clone(), prob.mask.clone())
@@ -99,9 +107,9 @@ def _row_sweeps_side_by_side(w: torch.Tensor, h: torch.Tensor, b: int, sweeps: i
     changed = 0
     for sweep in range(sweeps):
         for x in (prob, twin):
-            monkeypatch.setattr(rs, "FUSED_ON_CPU", x is twin)
+            monkeypatch.setattr(module, "FUSED_ON_CPU", x is twin)
             before = x.mask.clone()
-            rs.row_sweep(x)
+            run_sweep(x)
         changed += int((twin.mask != before).any())
         assert (twin.loss <= prob.loss * (1 + 1e-3)).all() and torch.allclose(prob.loss, twin.loss, rtol=1e-5 if dtype == torch.float32 else 1e-10), sweep
         if dtype == torch.float64:
@@ -121,21 +129,34 @@ def test_compiled_row_sweep_follows_the_batched_one_for_20_sweeps(d_out, d_in, b
     w, h = _layers(2, d_out, d_in, dtype=dtype)
     h[0, 5] = 0
     w = w.transpose(1, 2).contiguous().transpose(1, 2)
-    _row_sweeps_side_by_side(w, h, b, 20, monkeypatch)
+    _sweeps_side_by_side(w, h, b, 20, "row", monkeypatch)
 
 
-def test_a_layout_broken_compiled_row_sweep_fails_the_comparison(monkeypatch):
+@pytest.mark.parametrize(("d_out", "d_in", "b", "dtype"), [
+    (22, 44, 20, torch.float64), (18, 36, 6, torch.float64), (45, 72, 32, torch.float64), (22, 44, 20, torch.float32),
+])
+def test_compiled_group_sweep_follows_the_batched_one_for_20_sweeps(d_out, d_in, b, dtype, monkeypatch):
+    """Units wider than the row sweep's (20, 32) and narrower (12), ragged blocks, padded units, a dead input column,
+    strided inputs, two layers."""
+    w, h = _layers(2, d_out, d_in, dtype=dtype)
+    h[1, 7] = 0
+    w = w.transpose(1, 2).contiguous().transpose(1, 2)
+    _sweeps_side_by_side(w, h, b, 20, "group", monkeypatch)
+
+
+@pytest.mark.parametrize("kind", list(SWEEPS))
+def test_a_layout_broken_compiled_sweep_fails_the_comparison(kind, monkeypatch):
     """The check catches a pair-layout bug: Γ handed to the kernel with its pairs in reverse order."""
-    compiled = row_sweep_cpu.sweep_pairs
+    compiled = getattr(sweeps_cpu, SWEEPS[kind][2])
 
     def broken(q, p, gamma, *rest):
         """The kernel with Γ's pairs reversed, the result written back the right way round."""
         compiled(q, p, gamma.flip(-1), *rest)
 
-    monkeypatch.setattr(row_sweep_cpu, "sweep_pairs", broken)
+    monkeypatch.setattr(sweeps_cpu, SWEEPS[kind][2], broken)
     w, h = _layers(2, 20, 44)
     with pytest.raises(AssertionError):
-        _row_sweeps_side_by_side(w, h, 8, 20, monkeypatch)
+        _sweeps_side_by_side(w, h, 8 if kind == "row" else 20, 20, kind, monkeypatch)
 
 
 @pytest.mark.parametrize("solver", [pytest.param("sweep", marks=pytest.mark.slow), "gauss_newton"])

@@ -146,13 +146,13 @@ def _replace_group(inv: Tensor, pos: Tensor, g: int, moved: Tensor, col: Tensor,
 
 def row_sweep(prob: Problem) -> None:
     """One row sweep over every group of the core (all layers); refreshes the problem. On the CPU the compiled
-    kernel of `row_sweep_cpu.py` runs it (unless FUSED_ON_CPU is off), elsewhere the batched operations below."""
+    kernel of `sweeps_cpu.py` runs it (unless FUSED_ON_CPU is off), elsewhere the batched operations below."""
     pairs = Pairs.of(prob)
     if FUSED_ON_CPU and prob.core.device.type == "cpu":
-        from armor.optimizer.row_sweep_cpu import sweep_pairs  # numba, imported only where a CPU sweep runs
+        from armor.optimizer.sweeps_cpu import row_sweep_pairs  # numba, imported only where a CPU sweep runs
 
         ridge = RIDGE * torch.finfo(prob.core.dtype).eps
-        sweep_pairs(pairs.q, pairs.p, pairs.gamma, pairs.core, pairs.mask, pairs.valid, ridge, KEPT_BY_CODE)
+        row_sweep_pairs(pairs.q, pairs.p, pairs.gamma, pairs.core, pairs.mask, pairs.valid, ridge, KEPT_BY_CODE)
         pairs.write_back(prob)
         return
     b, G, _, N = pairs.core.shape

@@ -30,12 +30,20 @@ from armor.sparsity import GROUP
 
 BETA_START, BETA_GROW, BETA_SHRINK, BETA_MIN, BETA_MAX = 1.0, 1.5, 0.5, 0.25, 8.0
 ROW_SWEEP_UNIT = 16  # the widest column unit swept by rows: at b = 64 a row sweep cost 4x a group sweep for less
+FUSED_ON_CPU = True  # the compiled per-pair group sweep on CPU tensors; off, the batched operations run there too
 
 
 def group_sweep(prob: Problem) -> None:
     """Re-solve every group of the core once, exactly, each against the others' latest values, in Gauss–Seidel order
-    (all layers); refreshes the problem."""
+    (all layers); refreshes the problem. On the CPU the compiled kernel of `sweeps_cpu.py` runs it (unless
+    FUSED_ON_CPU is off), elsewhere the batched operations below."""
     pairs = Pairs.of(prob)
+    if FUSED_ON_CPU and prob.core.device.type == "cpu":
+        from armor.optimizer.sweeps_cpu import group_sweep_pairs  # numba, imported only where a CPU sweep runs
+
+        group_sweep_pairs(pairs.q, pairs.p, pairs.gamma, pairs.core, pairs.mask)
+        pairs.write_back(prob)
+        return
     b, per_unit = pairs.core.shape[:2]
     q, p_diag = pairs.q, pairs.p_diag()
     q_diag = torch.stack([q[GROUP * g : GROUP * (g + 1), GROUP * g : GROUP * (g + 1)] for g in range(per_unit)])

@@ -1,11 +1,14 @@
-"""The row sweep as one compiled CPU kernel: the same arithmetic as `row_sweep.py`, one pair at a time.
+"""The core's sweeps as compiled CPU kernels: the same arithmetic as `row_sweep.py` and `sweep.group_sweep`, one pair
+at a time.
 
-On the CPU the batched row sweep spends its time in some sixty small elementwise operations per group, each
-streaming (k, k, N)-sized temporaries through memory. The pairs are independent given A and B (`pairs.py`), so this
-kernel (numba) runs every row and group of one pair with its k × k working set in cache, then the next pair: the rows
-in order, each group in Gauss–Seidel order, Γ of the later rows updated from each row's change, a row kept only where
-its exact quadratic fell. It works in float64 whatever the core's dtype, on one thread. Compiling it takes about 20 s
-once; the machine code is cached on disk (`_jit`), so a later process loads it in about a second.
+On the CPU the batched sweeps spend their time in small operations: the row sweep in some sixty elementwise
+operations per group, each streaming (k, k, N)-sized temporaries through memory; the group sweep in Python's overhead
+on tiny (4, N) tensors, b · U / 4 groups one after another (4,096 at b = 128). The pairs are independent given A and B
+(`pairs.py`), so these kernels (numba) run every row and group of one pair with its working set in cache, then the
+next pair: the rows in order, each group in Gauss–Seidel order, Γ of the later rows updated from each row's change.
+The row sweep keeps a row only where its exact quadratic fell; the group sweep changes a group only where its own
+quadratic falls. Both work in float64 whatever the core's dtype, on one thread. Compiling them takes about 20 s once;
+the machine code is cached on disk (`_jit`), so a later process loads it in about a second.
 """
 
 from collections.abc import Callable
@@ -200,7 +203,7 @@ def _work_arrays(k: int) -> tuple:
 
 
 @_jit
-def _sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
+def _row_sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
                  valid: np.ndarray, ridge: float, patterns: np.ndarray, kept_by_code: np.ndarray) -> None:
     """The row sweep of every pair, in place: q (N, U, U), p (N, b, b), gamma, core (N, b, U), mask (N, b, U),
     valid (N, b, G); all float64 but the masks; ridge on the kept blocks' unit diagonal, kept_by_code as
@@ -259,21 +262,81 @@ def _sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarr
                     gamma[n, r2, u] += p[n, r, r2] * change[u]
 
 
-def sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor, valid: Tensor, ridge: float,
-                kept_by_code: Tensor) -> None:
+@_jit
+def _group_sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
+                       patterns: np.ndarray) -> None:
+    """The group sweep of every pair, in place (as `sweep.group_sweep` for one pair at a time): q (N, U, U),
+    p (N, b, b), gamma, core (N, b, U), mask (N, b, U); all float64 but the mask."""
+    N, b, U = core.shape
+    row, moved, change = np.empty(U), np.empty(U), np.empty(U)
+    quad, lin, current, values, delta = np.empty((4, 4)), np.empty(4), np.empty(4), np.empty(4), np.empty(4)
+    for n in range(N):
+        qn = q[n]
+        for r in range(b):
+            p_rr = p[n, r, r]
+            row[:] = gamma[n, r]
+            moved[:] = 0.0
+            for c0 in range(0, U, 4):
+                f_current = 0.0
+                for a in range(4):
+                    current[a] = core[n, r, c0 + a]
+                for a in range(4):
+                    quad_c = 0.0
+                    for c in range(4):
+                        quad[a, c] = p_rr * qn[c0 + a, c0 + c]
+                        quad_c += quad[a, c] * current[c]
+                    lin[a] = row[c0 + a] - quad_c
+                    f_current += current[a] * (2.0 * lin[a] + quad_c)
+                f_best, best, v0, v1 = _best_pattern(quad, lin, patterns)
+                if not f_best < f_current:
+                    continue
+                values[:] = 0.0
+                values[patterns[best, 0]], values[patterns[best, 1]] = v0, v1
+                for a in range(4):
+                    delta[a] = values[a] - current[a]
+                    core[n, r, c0 + a] = values[a]
+                    mask[n, r, c0 + a] = a == patterns[best, 0] or a == patterns[best, 1]
+                    moved[c0 + a] = delta[a]
+                for u in range(U):
+                    acc = 0.0
+                    for a in range(4):
+                        acc += delta[a] * qn[c0 + a, u]
+                    row[u] += p_rr * acc
+            _matvec(qn, moved, change)  # Q is symmetric
+            for r2 in range(r + 1, b):
+                for u in range(U):
+                    gamma[n, r2, u] += p[n, r, r2] * change[u]
+
+
+def _pairs_first(x: Tensor, dtype: np.dtype) -> np.ndarray:
+    """x with its pairs (last dimension) first, contiguous, as a numpy array of dtype."""
+    return np.ascontiguousarray(x.movedim(-1, 0).numpy(), dtype=dtype)
+
+
+def _write_back(core: Tensor, mask: Tensor, core_np: np.ndarray, mask_np: np.ndarray) -> None:
+    """Copy a kernel's pairs-first core and mask (N, b, U) back into the layout of `Pairs` (b, G, 4, N)."""
+    core.copy_(torch.from_numpy(core_np).to(core.dtype).movedim(0, -1).reshape(core.shape))
+    mask.copy_(torch.from_numpy(mask_np).movedim(0, -1).reshape(mask.shape))
+
+
+def row_sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor, valid: Tensor, ridge: float,
+                    kept_by_code: Tensor) -> None:
     """The row sweep of every pair on the CPU, core (b, G, 4, N) and mask in place (the layout of `Pairs`): q (U, U, N),
     p (b, b, N), gamma (b, U, N), valid (b, G, N); ridge and kept_by_code (16, 2) those of `row_sweep`."""
     b, G, _, N = core.shape
-    dt = core.dtype
+    core_np = _pairs_first(core.reshape(b, 4 * G, N), np.float64)
+    mask_np = _pairs_first(mask.reshape(b, 4 * G, N), np.bool_)
+    _row_sweep_pairs(_pairs_first(q, np.float64), _pairs_first(p, np.float64), _pairs_first(gamma, np.float64), core_np,
+                 mask_np, _pairs_first(valid.bool(), np.bool_), ridge, PATTERNS_NP, kept_by_code.numpy().astype(np.int64))
+    _write_back(core, mask, core_np, mask_np)
 
-    def first(x: Tensor, dtype: np.dtype) -> np.ndarray:
-        """x with its pairs first, contiguous, as a numpy array of dtype."""
-        return np.ascontiguousarray(x.movedim(-1, 0).numpy(), dtype=dtype)
 
-    core_np = first(core.reshape(b, 4 * G, N), np.float64)
-    mask_np = first(mask.reshape(b, 4 * G, N), np.bool_)
-    _sweep_pairs(first(q, np.float64), first(p, np.float64), first(gamma, np.float64), core_np, mask_np,
-                 first(valid.bool(), np.bool_), ridge, PATTERNS_NP,
-                 kept_by_code.numpy().astype(np.int64))
-    core.copy_(torch.from_numpy(core_np).to(dt).movedim(0, -1).reshape(core.shape))
-    mask.copy_(torch.from_numpy(mask_np).movedim(0, -1).reshape(mask.shape))
+def group_sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor) -> None:
+    """The group sweep of every pair on the CPU, core (b, G, 4, N) and mask in place (the layout of `Pairs`):
+    q (U, U, N), p (b, b, N), gamma (b, U, N)."""
+    b, G, _, N = core.shape
+    core_np = _pairs_first(core.reshape(b, 4 * G, N), np.float64)
+    mask_np = _pairs_first(mask.reshape(b, 4 * G, N), np.bool_)
+    _group_sweep_pairs(_pairs_first(q, np.float64), _pairs_first(p, np.float64), _pairs_first(gamma, np.float64),
+                       core_np, mask_np, PATTERNS_NP)
+    _write_back(core, mask, core_np, mask_np)
