@@ -171,7 +171,8 @@ def test_wide_column_units_follow_the_plain_group_sweep_for_30_iterations(solver
 def _solver_setup(prob: Problem, solver: str) -> tuple[Options, SolverState, GuardCounts, torch.Tensor]:
     """The options, solver state, guard counts and active flags the reference comparisons iterate with."""
     sparse_steps = 0 if solver in ("sweep", "gauss_newton") else 2  # a sweep visits every group itself
-    opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, sparse_steps=sparse_steps, selection="gradient_greedy")
+    opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, sparse_steps=sparse_steps, selection="gradient_greedy",
+                   sweep_every=3)  # steps without a sweep between sweeps, and a third of the reference's brute-force sweeps
     counts = GuardCounts(torch.zeros(prob.layers, dtype=torch.long), torch.zeros(prob.layers, dtype=torch.long))
     return opts, solver_state(prob, opts), counts, torch.ones(prob.layers, dtype=torch.bool)
 

@@ -9,7 +9,7 @@ iterations = c · d_in^α fitted to Gauss–Newton's counts is extrapolated to L
 one iteration of each solver is timed at each Llama-2-7B linear shape (random weights: an iteration's time does not
 depend on their values), so a block costs Σ over its linears of iterations × seconds per iteration: 5,000 for Adam,
 the fit for Gauss–Newton. An iteration is timed as the mean of three after a warm-up one, so Gauss–Newton's includes
-its sweep every third step. Writes results/benchmarks/armor_width.csv (a row per slice), armor_width_llama2-7b.csv
+its sweep (after every step by default). Writes results/benchmarks/armor_width.csv (a row per slice), armor_width_llama2-7b.csv
 (the projection), armor_width.md (both, with the fit) and results/figures/armor_width.{pdf,png}.
 
 Run `python -m armor.bench.width [--widths 128 256 576 1152 1536] [--cap 0.5] [--threads 2] [--model llama2-7b]`.

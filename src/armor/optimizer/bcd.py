@@ -34,7 +34,7 @@ class Options:
     solver: str = "adam"  # adam: the paper's; ours: exact, sweep (closed-form A, B and CG or a sweep of every group), gauss_newton
     lr: float = 1e-4
     cg_steps: int | None = None  # CG steps per iteration; None: 1 for exact, 20 for gauss_newton
-    sweep_every: int = 3  # gauss_newton: a sweep over every group after every this many steps
+    sweep_every: int = 1  # gauss_newton: a sweep over every group after every this many steps
     sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact, 0 for sweep and gauss_newton
     selection: str = "gradient_random"
     rtol: float = 1e-6
