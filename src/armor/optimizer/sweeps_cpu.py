@@ -74,6 +74,16 @@ def _quadratic(v: np.ndarray, lin: np.ndarray, q: np.ndarray) -> float:
 
 
 @_jit
+def _pass_on(qn: np.ndarray, p_n: np.ndarray, gamma_n: np.ndarray, r: int, moved: np.ndarray, change: np.ndarray) -> None:
+    """Γ of the rows after r moved by row r's change of values (as `Pairs.pass_on`): Γ[r2] += P[r, r2] Q moved,
+    `change` the work array for Q moved."""
+    _matvec(qn, moved, change)  # Q is symmetric
+    for r2 in range(r + 1, p_n.shape[0]):
+        for u in range(change.shape[0]):
+            gamma_n[r2, u] += p_n[r, r2] * change[u]
+
+
+@_jit
 def _best_pattern(reduced: np.ndarray, reduced_lin: np.ndarray, patterns: np.ndarray) -> tuple[float, int, float, float]:
     """The least loss over the six 2-of-4 patterns of 2 vᵀ lin + vᵀ reduced v, the first pattern reaching it and its
     two values (as `sparse_core.pattern_losses` and a min over its six)."""
@@ -256,10 +266,7 @@ def _row_sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.n
                     values[u] = before[u]
                 core[n, r, u] = values[u] * row_inv[u]
                 c0[u] = core[n, r, u] - c0[u]
-            _matvec(qn, c0, change)  # Q is symmetric
-            for r2 in range(r + 1, b):
-                for u in range(U):
-                    gamma[n, r2, u] += p[n, r, r2] * change[u]
+            _pass_on(qn, p[n], gamma[n], r, c0, change)
 
 
 @_jit
@@ -302,10 +309,7 @@ def _group_sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np
                     for a in range(4):
                         acc += delta[a] * qn[c0 + a, u]
                     row[u] += p_rr * acc
-            _matvec(qn, moved, change)  # Q is symmetric
-            for r2 in range(r + 1, b):
-                for u in range(U):
-                    gamma[n, r2, u] += p[n, r, r2] * change[u]
+            _pass_on(qn, p[n], gamma[n], r, moved, change)
 
 
 def _pairs_first(x: Tensor, dtype: np.dtype) -> np.ndarray:
@@ -313,8 +317,14 @@ def _pairs_first(x: Tensor, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(x.movedim(-1, 0).numpy(), dtype=dtype)
 
 
-def _write_back(core: Tensor, mask: Tensor, core_np: np.ndarray, mask_np: np.ndarray) -> None:
-    """Copy a kernel's pairs-first core and mask (N, b, U) back into the layout of `Pairs` (b, G, 4, N)."""
+def _on_pairs(kernel: Callable, q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor, *extra: object) -> None:
+    """Run a sweep kernel on every pair: q, p and Γ handed over pairs first in float64, the core and mask (b, G, 4, N)
+    swept pairs first and copied back into the layout of `Pairs`; `extra` follows the mask in the kernel's arguments."""
+    b, G, _, N = core.shape
+    core_np = _pairs_first(core.reshape(b, 4 * G, N), np.float64)
+    mask_np = _pairs_first(mask.reshape(b, 4 * G, N), np.bool_)
+    kernel(_pairs_first(q, np.float64), _pairs_first(p, np.float64), _pairs_first(gamma, np.float64), core_np, mask_np,
+           *extra)
     core.copy_(torch.from_numpy(core_np).to(core.dtype).movedim(0, -1).reshape(core.shape))
     mask.copy_(torch.from_numpy(mask_np).movedim(0, -1).reshape(mask.shape))
 
@@ -323,20 +333,11 @@ def row_sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Ten
                     kept_by_code: Tensor) -> None:
     """The row sweep of every pair on the CPU, core (b, G, 4, N) and mask in place (the layout of `Pairs`): q (U, U, N),
     p (b, b, N), gamma (b, U, N), valid (b, G, N); ridge and kept_by_code (16, 2) those of `row_sweep`."""
-    b, G, _, N = core.shape
-    core_np = _pairs_first(core.reshape(b, 4 * G, N), np.float64)
-    mask_np = _pairs_first(mask.reshape(b, 4 * G, N), np.bool_)
-    _row_sweep_pairs(_pairs_first(q, np.float64), _pairs_first(p, np.float64), _pairs_first(gamma, np.float64), core_np,
-                 mask_np, _pairs_first(valid.bool(), np.bool_), ridge, PATTERNS_NP, kept_by_code.numpy().astype(np.int64))
-    _write_back(core, mask, core_np, mask_np)
+    _on_pairs(_row_sweep_pairs, q, p, gamma, core, mask, _pairs_first(valid.bool(), np.bool_), ridge, PATTERNS_NP,
+              kept_by_code.numpy().astype(np.int64))
 
 
 def group_sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor) -> None:
     """The group sweep of every pair on the CPU, core (b, G, 4, N) and mask in place (the layout of `Pairs`):
     q (U, U, N), p (b, b, N), gamma (b, U, N)."""
-    b, G, _, N = core.shape
-    core_np = _pairs_first(core.reshape(b, 4 * G, N), np.float64)
-    mask_np = _pairs_first(mask.reshape(b, 4 * G, N), np.bool_)
-    _group_sweep_pairs(_pairs_first(q, np.float64), _pairs_first(p, np.float64), _pairs_first(gamma, np.float64),
-                       core_np, mask_np, PATTERNS_NP)
-    _write_back(core, mask, core_np, mask_np)
+    _on_pairs(_group_sweep_pairs, q, p, gamma, core, mask, PATTERNS_NP)
