@@ -36,11 +36,19 @@ def slurm() -> None:
         (pytest.fail if required else pytest.skip)(f"could not start a local SLURM: {result.stderr[-2000:]}")
 
 
+def _rules() -> list[str]:
+    """The workflow's rule names."""
+    return sorted(set(re.findall(r"^rule (\w+):", "\n".join(p.read_text() for p in (ROOT / "rules").glob("*.smk")), re.M)))
+
+
 def _local_profile(out: Path) -> Path:
     """profiles/slurm adapted to the test node: one CPU per job, untyped GPUs, squeue for status (no accounting
-    database), logs kept."""
+    database), logs kept, and an hour for every rule but prune_part, whose short limit the test is about."""
     profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     profile["default-resources"] |= {"cpus_per_task": 1, "mem_mb": 2000}
+    for rule in _rules():
+        if rule != "prune_part":  # a busy node may take more than the scaled minute for e.g. the calibration pass
+            profile["set-resources"].setdefault(rule, {})["runtime"] = 60
     for resources in profile["set-resources"].values():
         resources["cpus_per_task"] = 1
         resources.pop("gpu_model", None)  # the test node's GPUs carry no model name
@@ -52,8 +60,8 @@ def _local_profile(out: Path) -> Path:
 
 
 def _config(out: Path) -> Path:
-    """The tiny config with 5 blocks, dense and NoWag-P (independent: 4 + 1 blocks per prune job), and every first
-    attempt limited to 2 minutes."""
+    """The tiny config with 5 blocks, dense and NoWag-P (independent: 4 + 1 blocks per prune job), and a prune job's
+    first attempt limited to 2 minutes."""
     config = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
     config |= {"methods": ["dense", "nowag_p"], "runtime_scale": 1 / 720, "prune": {"blocks_per_job": 4}}
     config["models"]["tiny-llama"]["config"]["num_hidden_layers"] = 5
