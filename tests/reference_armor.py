@@ -188,7 +188,7 @@ class ReferenceLayer:
         core = values * self.mask
         return ((torch.block_diag(*a_blocks) @ core @ torch.block_diag(*b_blocks) - self.w_bar) * self.h.sqrt()).flatten()
 
-    def gauss_newton_step(self, cg_steps: int, sweep_every: int) -> None:
+    def gauss_newton_step(self, cg_steps: int, sweep_every: int, core_preconditioner: str = "diagonal") -> None:
         """A Levenberg–Marquardt step by dense Jacobian and plain preconditioned CG, kept only if the loss did not rise;
         every `sweep_every` steps (from the first) every group re-solved by brute force."""
         n_a, n_b = len(self.a_blocks), len(self.b_blocks)
@@ -205,7 +205,8 @@ class ReferenceLayer:
             """Rows and columns idx of the damped Gram matrix JᵀJ + λ·diag(JᵀJ)."""
             return jac[:, idx].T @ jac[:, idx] + self.damping * torch.diag(diag[idx])
 
-        precondition = self._preconditioner(system, (1 + self.damping) * diag, [x.shape for x in point], n_a)
+        core_sets = self._kept_sets(sum(x.numel() for x in point[:-1])) if core_preconditioner == "row" else []
+        precondition = self._preconditioner(system, (1 + self.damping) * diag, [x.shape for x in point], n_a, core_sets)
         r = -jac.T @ residual(*point).detach()
         x, z = torch.zeros_like(r), precondition @ r
         d, rz = z.clone(), r @ z
@@ -231,11 +232,26 @@ class ReferenceLayer:
         if (self.gauss_newton_steps - 1) % sweep_every == 0:
             self._sweep_groups()
 
+    def _kept_sets(self, offset: int) -> list[Tensor]:
+        """The flat indices (after `offset`, the core values' row-major start) of each row's kept values in each
+        column block of B."""
+        d_out, d_in = self.mask.shape
+        sets = []
+        for i in range(d_out):
+            for start in range(0, d_in, self.b):
+                cols = torch.arange(start, min(start + self.b, d_in))
+                cols = cols[self.mask[i, cols] > 0]
+                if len(cols):
+                    sets.append(offset + i * d_in + cols)
+        return sets
+
     @staticmethod
-    def _preconditioner(system: Callable[[Tensor], Tensor], diagonal: Tensor, shapes: list[torch.Size], n_a: int) -> Tensor:
+    def _preconditioner(system: Callable[[Tensor], Tensor], diagonal: Tensor, shapes: list[torch.Size], n_a: int,
+                        core_sets: list[Tensor]) -> Tensor:
         """The inverse of the system's blocks (`system(idx)`: its rows and columns idx; `diagonal`: its diagonal) on
-        each row of each A block and each column of each B block (with a ridge of 1e-6 times the block's largest
-        diagonal entry, a unit diagonal where a block is zero) and of its diagonal on the core values."""
+        each row of each A block, each column of each B block and each index set of `core_sets` (with a ridge of 1e-6
+        times the block's largest diagonal entry, a unit diagonal where a block is zero), and of its diagonal on the
+        other core values."""
         n = len(diagonal)
         inverse = torch.zeros(n, n, dtype=diagonal.dtype)
         sets, offset = [], 0
@@ -244,12 +260,14 @@ class ReferenceLayer:
             index = torch.arange(offset, offset + rows * cols).view(rows, cols)
             sets += list(index) if i < n_a else list(index.T)  # A: one row at a time; B: one column
             offset += rows * cols
-        for idx in sets:
+        for idx in sets + core_sets:
             block = system(idx)
             diag = block.diagonal()
             shift = 1e-6 * diag.max() + (diag == 0).to(block.dtype)
             inverse[idx[:, None], idx[None, :]] = torch.linalg.inv(block + torch.diag(shift))
         core = torch.arange(offset, n)
+        if core_sets:
+            core = core[~torch.isin(core, torch.cat(core_sets))]
         inverse[core, core] = 1 / (diagonal[core] + 1e-30)
         return inverse
 
@@ -300,14 +318,15 @@ class ReferenceLayer:
                 self.beta = max(self.beta * 0.5, 0.25)
         self.previous = reached
 
-    def iterate(self, solver: str, lr: float, cg_steps: int, sparse_steps: int, sweep_every: int = 3) -> float:
+    def iterate(self, solver: str, lr: float, cg_steps: int, sparse_steps: int, sweep_every: int = 3,
+                core_preconditioner: str = "diagonal") -> float:
         """One iteration (the solver's step, then the sparse steps); returns the loss after it."""
         if solver == "adam":
             self.adam_step(lr)
         elif solver == "sweep":
             self.sweep_step()
         elif solver == "gauss_newton":
-            self.gauss_newton_step(cg_steps, sweep_every)
+            self.gauss_newton_step(cg_steps, sweep_every, core_preconditioner)
         else:
             self.exact_step(cg_steps)
         self.sparse_step(sparse_steps)

@@ -12,6 +12,7 @@ from reference_armor import ReferenceLayer
 from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
 from armor.optimizer import blockdiag as bd
+from armor.optimizer import normal_equations as ne
 from armor.optimizer import row_sweep as rs
 from armor.optimizer import sweep as sw
 from armor.optimizer import sweeps_cpu
@@ -168,11 +169,38 @@ def test_wide_column_units_follow_the_plain_group_sweep_for_30_iterations(solver
     _follow_reference(prob, solver, iterations=30)
 
 
-def _solver_setup(prob: Problem, solver: str) -> tuple[Options, SolverState, GuardCounts, torch.Tensor]:
+@pytest.mark.parametrize(("d_out", "d_in", "b"), [SHAPES[2], (22, 44, 20)], ids=["b6-ragged", "b20-wide-units"])
+def test_row_exact_core_preconditioner_follows_the_plain_reference_for_30_iterations(d_out, d_in, b):
+    """Gauss–Newton with the core preconditioner exact on each row's kept values per column block, on strided inputs,
+    against the reference's plain per-row blocks of the dense Gram matrix: b = 6 holds 2 to 4 kept values per row
+    and block (groups straddle blocks, ragged edges), b = 20 takes the group sweep."""
+    w, h = _layers(2, d_out, d_in)
+    _follow_reference(Problem(w.transpose(1, 2).contiguous().transpose(1, 2), h, b), "gauss_newton", 30, core_preconditioner="row")
+
+
+@pytest.mark.parametrize("broken", ["no-row-scale", "no-damping"])
+def test_a_broken_row_exact_core_preconditioner_fails_the_comparison(broken, monkeypatch):
+    """The comparison above catches a kept block without its P_ii factor or without the damping."""
+    real = ne._kept_inverse
+
+    def kept_inverse(q: torch.Tensor, p: torch.Tensor, mask_col: torch.Tensor, damping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real kernel on a broken input."""
+        if broken == "no-row-scale":
+            return real(q, torch.eye(p.shape[-1], dtype=p.dtype).expand_as(p), mask_col, damping)
+        return real(q, p, mask_col, torch.zeros_like(damping))
+
+    monkeypatch.setattr(ne, "_kept_inverse", kept_inverse)
+    w, h = _layers(2, *SHAPES[1][:2])
+    with pytest.raises(AssertionError):
+        _follow_reference(Problem(w, h, SHAPES[1][2]), "gauss_newton", 30, core_preconditioner="row")
+
+
+def _solver_setup(prob: Problem, solver: str, core_preconditioner: str = "diagonal") -> tuple[Options, SolverState, GuardCounts, torch.Tensor]:
     """The options, solver state, guard counts and active flags the reference comparisons iterate with."""
     sparse_steps = 0 if solver in ("sweep", "gauss_newton") else 2  # a sweep visits every group itself
     opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, sparse_steps=sparse_steps, selection="gradient_greedy",
-                   sweep_every=3)  # steps without a sweep between sweeps, and a third of the reference's brute-force sweeps
+                   sweep_every=3,  # steps without a sweep between sweeps, and a third of the reference's brute-force sweeps
+                   core_preconditioner=core_preconditioner)
     counts = GuardCounts(torch.zeros(prob.layers, dtype=torch.long), torch.zeros(prob.layers, dtype=torch.long))
     return opts, solver_state(prob, opts), counts, torch.ones(prob.layers, dtype=torch.bool)
 
@@ -188,12 +216,12 @@ def _batched_losses(prob: Problem, solver: str, iterations: int) -> list[torch.T
     return losses
 
 
-def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float = 1e-4) -> list[torch.Tensor]:
+def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float = 1e-4, core_preconditioner: str = "diagonal") -> list[torch.Tensor]:
     """Run the batched iteration and the plain reference side by side from a perturbed start; return the losses."""
     _perturb(prob)
     layers = prob.layers
     refs = [_reference(prob, i) for i in range(layers)]
-    opts, state, counts, active = _solver_setup(prob, solver)
+    opts, state, counts, active = _solver_setup(prob, solver, core_preconditioner)
     start = torch.tensor([r.loss() for r in refs], dtype=torch.float64)
     assert torch.allclose(prob.loss, start, rtol=1e-6)
     losses, changed = [], 0
@@ -201,7 +229,8 @@ def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float =
         before_mask = prob.mask.clone()
         iterate(prob, opts, active, state, counts)
         changed += int((prob.mask != before_mask).any())
-        expected = torch.tensor([r.iterate(solver, opts.lr, opts.cg_steps, opts.sparse_steps, opts.sweep_every) for r in refs], dtype=torch.float64)
+        expected = torch.tensor([r.iterate(solver, opts.lr, opts.cg_steps, opts.sparse_steps, opts.sweep_every, opts.core_preconditioner)
+                                 for r in refs], dtype=torch.float64)
         assert torch.allclose(prob.loss, expected, rtol=rtol, atol=0), (step, prob.loss, expected)
         losses.append(prob.loss.clone())
     assert changed >= 5  # the sparse step really changed patterns along the way

@@ -35,6 +35,7 @@ class Options:
     lr: float = 1e-4
     cg_steps: int | None = None  # CG steps per iteration; None: 1 for exact, 20 for gauss_newton
     sweep_every: int = 1  # gauss_newton: a sweep over every group after every this many steps
+    core_preconditioner: str = "diagonal"  # gauss_newton: CG's preconditioner on the core, diagonal or row (exact per row's kept values)
     sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact, 0 for sweep and gauss_newton
     selection: str = "gradient_random"
     rtol: float = 1e-6
@@ -98,7 +99,7 @@ def iterate(prob: Problem, opts: Options, active: Tensor, state: SolverState, co
     elif isinstance(state, Extrapolation):
         sweep_step(prob, active, state)
     elif isinstance(state, Damping):
-        gauss_newton_step(prob, active, state, opts.cg_steps, opts.sweep_every)
+        gauss_newton_step(prob, active, state, opts.cg_steps, opts.sweep_every, opts.core_preconditioner)
     else:
         exact_step(prob, opts.cg_steps, active)
     for choice in prob.select(prob.core_gradient(), opts.selection, opts.sparse_steps) if opts.sparse_steps else ():

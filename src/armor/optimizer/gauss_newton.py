@@ -5,7 +5,7 @@ Alternating closed-form A, B and core updates crawl along the valleys of the tri
 alternating least squares), and Adam's first-order steps are slow too. A Gauss–Newton step moves all three at once:
 with the weighted residual r = (A·C·B − W̄) ⊙ √h and its Jacobian J in (A's blocks, B's blocks, the kept core values),
 it solves (JᵀJ + λ diag JᵀJ) δ = −Jᵀr by preconditioned conjugate gradient (`normal_equations.py`: Gram-form products,
-the preconditioner exact on A's rows and B's columns), and keeps δ only where the loss falls (λ ÷ 3), else restores
+the preconditioner exact on A's rows and B's columns, on the core diagonal or exact per row's kept values), and keeps δ only where the loss falls (λ ÷ 3), else restores
 the layer (λ × 4, at least 1e-6). The step leaves the mask alone; after the first step and every `sweep_every` steps
 after it, the sweep solver's sweep (`sweep.py`: the row sweep for b ≤ 16) re-solves every group's pattern and values.
 Both parts are guarded, so the loss never rises.
@@ -38,10 +38,10 @@ class Damping:
         return cls(torch.full((prob.layers,), DAMPING_START, dtype=torch.float64, device=prob.a.device))
 
 
-def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor) -> None:
+def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor, core_preconditioner: str = "diagonal") -> None:
     """Move A, B and the kept core values by `cg_steps` preconditioned CG steps on (JᵀJ + λ diag JᵀJ) δ = −Jᵀr."""
     tiny = torch.finfo(torch.float64).tiny
-    system = NormalEquations(prob, damping)
+    system = NormalEquations(prob, damping, core_preconditioner)
     residual = system.rhs()
     step = [torch.zeros_like(r) for r in residual]
     direction = system.precondition(residual)
@@ -63,11 +63,12 @@ def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor) -> None:
     system.move(step)
 
 
-def gauss_newton_step(prob: Problem, active: Tensor, state: Damping, cg_steps: int, sweep_every: int) -> None:
+def gauss_newton_step(prob: Problem, active: Tensor, state: Damping, cg_steps: int, sweep_every: int,
+                      core_preconditioner: str = "diagonal") -> None:
     """A guarded Levenberg–Marquardt step for the active layers, adapting λ per layer; a guarded sweep every
     `sweep_every` steps."""
     start = prob.loss
-    guarded(prob, active, lambda p: levenberg_marquardt(p, cg_steps, state.lam))
+    guarded(prob, active, lambda p: levenberg_marquardt(p, cg_steps, state.lam, core_preconditioner))
     fell = active & (prob.loss < start)
     lam = torch.where(fell, state.lam / DAMPING_DOWN, (state.lam * DAMPING_UP).clamp(min=DAMPING_RETRY))
     state.lam = torch.where(active, lam, state.lam)

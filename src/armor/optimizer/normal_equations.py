@@ -7,8 +7,9 @@ direction (dA, dB, dC) S = Aᵀ dA, R = dB H Bᵀ, Z = dC·Q + C·R and V = P·d
 
 eight block products and two blocked transposes, with h folded into Q and R instead of a pass over the residual.
 The core's vectors live in column blocks (L, n_in, P_out, b), where right products need no copy. The preconditioner
-is exact on A's and B's blocks (every row of A_p has Hessian G_p, every column k of B_q has h_k K_q) and diagonal on
-the core.
+is exact on A's and B's blocks (every row of A_p has Hessian G_p, every column k of B_q has h_k K_q); on the core it
+is the diagonal, or (`core_preconditioner="row"`) exact on each row's kept values in each column block, whose Hessian
+is P_ii · Q_q restricted to them: a (b/2) × (b/2) block per row and column block, b/4 times the core's size.
 """
 
 import torch
@@ -21,6 +22,8 @@ from armor.optimizer.problem import Problem
 PRECONDITIONER_FLOOR = 1e-30  # keeps a zero diagonal entry (padding, dead inputs) from dividing by zero
 BLOCK_RIDGE = 1e-6  # relative to a block's largest diagonal entry: bounds the inverse of a near-singular Gram
 
+CORE_PRECONDITIONERS = ("diagonal", "row")
+
 Point = list[Tensor]  # A's blocks (L, n_out, b, b), B's blocks (L, n_in, b, b), the core in column blocks
 
 
@@ -31,21 +34,46 @@ def dot(xs: Point, ys: Point) -> Tensor:
     ]).double()
 
 
+def _damped(gram: Tensor, damping: Tensor) -> Tensor:
+    """G + λ diag G + ridge for symmetric PSD blocks (L, ..., b, b), the ridge relative to the damped block's largest
+    diagonal entry; a zero diagonal entry gets a unit diagonal, so padded indices stay decoupled."""
+    diag = gram.diagonal(dim1=-2, dim2=-1) * (1 + per_layer(damping, gram)[..., 0])  # of G + λ diag G
+    shift = diag - gram.diagonal(dim1=-2, dim2=-1) + BLOCK_RIDGE * diag.amax(-1, keepdim=True) + (diag == 0).to(gram.dtype)
+    return gram + torch.diag_embed(shift)
+
+
 def _block_inverse(gram: Tensor, damping: Tensor) -> Tensor:
-    """(G + λ diag G + ridge)⁻¹ for symmetric PSD blocks (L, n, b, b), in float64, the ridge relative to the damped
-    block's largest diagonal entry; a zero diagonal entry gets a unit diagonal, so padded indices stay decoupled."""
-    g = gram.double()
-    diag = g.diagonal(dim1=-2, dim2=-1) * (1 + per_layer(damping, g)[..., 0])  # of G + λ diag G
-    shift = diag - g.diagonal(dim1=-2, dim2=-1) + BLOCK_RIDGE * diag.amax(-1, keepdim=True) + (diag == 0).double()
-    return torch.linalg.inv(g + torch.diag_embed(shift)).to(gram.dtype)
+    """(G + λ diag G + ridge)⁻¹ for symmetric PSD blocks (L, n, b, b), in float64."""
+    return torch.linalg.inv(_damped(gram.double(), damping)).to(gram.dtype)
+
+
+def _kept_inverse(q: Tensor, p: Tensor, mask_col: Tensor, damping: Tensor) -> tuple[Tensor, Tensor]:
+    """The kept values' positions in each row's column block (L, n_in, P_out, k) and the inverse of their damped
+    Hessian block P_ii · Q_q[kept, kept] (L, n_in, P_out, k, k), by Cholesky in the core's dtype; a block whose
+    factorisation fails falls back to its diagonal."""
+    L, n_in, p_out, b = mask_col.shape
+    k = int(mask_col.sum(-1).amax())  # b/2 where b is a multiple of 4
+    kept = torch.argsort(mask_col, dim=-1, descending=True, stable=True)[..., :k]
+    base = (torch.arange(L * n_in, device=q.device) * b * b).view(L, n_in, 1, 1, 1)
+    q_kept = q.reshape(-1)[base + kept[..., :, None] * b + kept[..., None, :]]  # (L, n_in, P_out, k, k)
+    m = mask_col.gather(-1, kept)  # 0 where a row's block holds fewer than k kept values (padding)
+    p_diag = p.diagonal(dim1=-2, dim2=-1).reshape(L, 1, p_out, 1, 1)
+    damped = _damped(q_kept * p_diag * m[..., :, None] * m[..., None, :], damping)
+    factor, failed = torch.linalg.cholesky_ex(damped)
+    inverse = torch.cholesky_inverse(factor)
+    if failed.any():
+        inverse[failed > 0] = torch.diag_embed(damped[failed > 0].diagonal(dim1=-2, dim2=-1).reciprocal())
+    return kept, inverse
 
 
 class NormalEquations:
     """The damped Gauss–Newton system of a problem at its current point, for L layers with damping λ (L,)."""
 
-    def __init__(self, prob: Problem, damping: Tensor) -> None:
+    def __init__(self, prob: Problem, damping: Tensor, core_preconditioner: str = "diagonal") -> None:
+        if core_preconditioner not in CORE_PRECONDITIONERS:
+            raise ValueError(f"core_preconditioner must be one of {CORE_PRECONDITIONERS}, got {core_preconditioner!r}")
         L, n_out, b, n_in, _ = prob.core.shape
-        self.prob, self.n_out = prob, n_out
+        self.prob, self.n_out, self.row_exact = prob, n_out, core_preconditioner == "row"
         self.h_col = prob.h.view(L, n_in, 1, b)  # h by column block: scales the columns of B_q and of column blocks
         self.c_col = bd.columns(prob.core)  # C, (L, n_in, P_out, b)
         self.c_tiles_t = self.c_col.view(-1, b, b).transpose(1, 2).contiguous()  # every tile C_pqᵀ
@@ -66,7 +94,10 @@ class NormalEquations:
         self.damped = [per_layer(damping, d) * d for d in diagonal]  # λ diag JᵀHJ
         self.inverse_a, self.inverse_b = _block_inverse(gram_a, damping), _block_inverse(gram_b, damping)
         self.h_inverse = torch.where(self.h_col > 0, self.h_col.reciprocal(), 0.0)
-        self.inverse_c = (diagonal[2] + self.damped[2]).add_(PRECONDITIONER_FLOOR).reciprocal_()
+        if self.row_exact:
+            self.kept, self.inverse_kept = _kept_inverse(self.q, self.p, self.mask_col, damping)
+        else:
+            self.inverse_c = (diagonal[2] + self.damped[2]).add_(PRECONDITIONER_FLOOR).reciprocal_()
 
     def rhs(self) -> Point:
         """−JᵀH r at the current residual r."""
@@ -98,9 +129,14 @@ class NormalEquations:
         return [on_a, on_b, on_c]
 
     def precondition(self, residual: Point) -> Point:
-        """M⁻¹ r: the exact blocks of A and B, the diagonal of the core."""
+        """M⁻¹ r: the exact blocks of A and B; the core's diagonal or its exact kept blocks per row."""
         r_a, r_b, r_c = residual
-        return [r_a @ self.inverse_a, (self.inverse_b @ r_b).mul_(self.h_inverse), r_c * self.inverse_c]
+        if self.row_exact:
+            z_kept = torch.einsum("...ij,...j->...i", self.inverse_kept, r_c.gather(-1, self.kept))
+            z_c = torch.zeros_like(r_c).scatter_(-1, self.kept, z_kept)
+        else:
+            z_c = r_c * self.inverse_c
+        return [r_a @ self.inverse_a, (self.inverse_b @ r_b).mul_(self.h_inverse), z_c]
 
     def move(self, step: Point) -> None:
         """Add a step to A, B and the kept core values, and refresh the problem."""
