@@ -178,6 +178,38 @@ def test_row_exact_core_preconditioner_follows_the_plain_reference_for_30_iterat
     _follow_reference(Problem(w.transpose(1, 2).contiguous().transpose(1, 2), h, b), "gauss_newton", 30, core_preconditioner="row")
 
 
+def test_row_exact_kept_blocks_match_a_plain_loop_and_fall_back_to_the_diagonal_where_cholesky_fails():
+    """Each row's kept block of P_ii · Q_q (damped, ridged) inverted one at a time; a block made indefinite on purpose
+    gets its damped diagonal's reciprocal."""
+    g = torch.Generator().manual_seed(3)
+    L, n_in, p_out, b = 2, 3, 5, 8
+    x = torch.randn(L, n_in, b, b, generator=g, dtype=torch.float64)
+    q = x @ x.transpose(-1, -2)
+    q[1, 2, 0, 1] = q[1, 2, 1, 0] = 1e3  # layer 1, column block 2: indefinite where a row keeps columns 0 and 1
+    p = torch.diag_embed(torch.rand(L, 1, p_out, generator=g, dtype=torch.float64) + 0.5)
+    mask = torch.zeros(L, n_in, p_out, b, dtype=torch.float64)
+    for idx in itertools.product(range(L), range(n_in), range(p_out)):
+        for group in range(b // 4):
+            mask[idx][4 * group + torch.randperm(4, generator=g)[:2]] = 1.0
+    mask[1, 2, :, 0] = 1.0
+    mask[1, 2, :, 1:4] = torch.tensor([1.0, 0.0, 0.0])
+    damping = torch.tensor([1e-2, 1e-3], dtype=torch.float64)
+    kept, inverse = ne._kept_inverse(q, p, mask, damping)
+    fell_back = 0
+    for l, c, i in itertools.product(range(L), range(n_in), range(p_out)):
+        cols = kept[l, c, i]
+        assert torch.equal(cols, mask[l, c, i].nonzero().flatten())
+        block = p[l, 0, i, i] * q[l, c][cols][:, cols]
+        diag = block.diagonal() * (1 + damping[l])
+        damped = block + torch.diag(diag - block.diagonal() + ne.BLOCK_RIDGE * diag.max())
+        if torch.linalg.eigvalsh(damped).min() > 0:
+            expected = torch.linalg.inv(damped)
+        else:
+            expected, fell_back = torch.diag(1 / damped.diagonal()), fell_back + 1
+        assert torch.allclose(inverse[l, c, i], expected, rtol=1e-8, atol=1e-12), (l, c, i)
+    assert fell_back == p_out
+
+
 @pytest.mark.parametrize("broken", ["no-row-scale", "no-damping"])
 def test_a_broken_row_exact_core_preconditioner_fails_the_comparison(broken, monkeypatch):
     """The comparison above catches a kept block without its P_ii factor or without the damping."""
