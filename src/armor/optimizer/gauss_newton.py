@@ -5,10 +5,10 @@ Alternating closed-form A, B and core updates crawl along the valleys of the tri
 alternating least squares), and Adam's first-order steps are slow too. A Gauss–Newton step moves all three at once:
 with the weighted residual r = (A·C·B − W̄) ⊙ √h and its Jacobian J in (A's blocks, B's blocks, the kept core values),
 it solves (JᵀJ + λ diag JᵀJ) δ = −Jᵀr by preconditioned conjugate gradient (`normal_equations.py`: Gram-form products,
-the preconditioner exact on A's rows and B's columns, on the core diagonal or exact per row's kept values), and keeps δ only where the loss falls (λ ÷ 3), else restores
-the layer (λ × 4, at least 1e-6). The step leaves the mask alone; after the first step and every `sweep_every` steps
-after it, the sweep solver's sweep (`sweep.py`: the row sweep for b ≤ 16) re-solves every group's pattern and values.
-Both parts are guarded, so the loss never rises.
+the preconditioner exact on A's rows and B's columns, on the core diagonal or exact per row's kept values), and
+keeps δ only where the loss falls (λ ÷ 3), else restores the layer (λ × 4, at least 1e-6). The step leaves the mask
+alone; after the first step and every `sweep_every` steps after it, the sweep solver's sweep (`sweep.py`: the row
+sweep for b ≤ 16) re-solves every group's pattern and values. Both parts are guarded, so the loss never rises.
 """
 
 from dataclasses import dataclass
