@@ -14,6 +14,8 @@ from torch import Tensor
 
 GROUP = 4
 ROW_SWEEP_UNIT = 16  # the widest column unit whose groups are re-solved with the rest of their row
+STALL_GAIN = 0.01  # Gauss–Newton: a group sweep that lowered the loss by less than this fraction is followed by a row
+STALLED_ROW_SWEEP_UNIT = 64  # sweep, where the column unit is at most this wide
 
 
 class ReferenceLayer:
@@ -31,6 +33,7 @@ class ReferenceLayer:
         self.previous: list[Tensor] | None = None  # the sweep solver's last point: A blocks, B blocks, values
         self.beta = 1.0
         self.damping, self.gauss_newton_steps = 1e-2, 0  # the Gauss–Newton solver's λ and step count
+        self.row_sweep_next = False  # the Gauss–Newton solver's next sweep is a row sweep (wide units only)
 
     def to(self, dtype: torch.dtype) -> "ReferenceLayer":
         """The same layer with every tensor in `dtype`."""
@@ -230,7 +233,10 @@ class ReferenceLayer:
         self.damping = self.damping / 3 if self.loss() < start else max(self.damping * 4, 1e-6)
         self.gauss_newton_steps += 1
         if (self.gauss_newton_steps - 1) % sweep_every == 0:
-            self._sweep_groups()
+            start, by_rows = self.loss(), self.unit <= ROW_SWEEP_UNIT or self.row_sweep_next
+            self._sweep_groups(by_rows)
+            stalled = self.loss() > (1 - STALL_GAIN) * start
+            self.row_sweep_next = not by_rows and self.unit <= STALLED_ROW_SWEEP_UNIT and stalled
 
     def _kept_sets(self, offset: int) -> list[Tensor]:
         """The flat indices (after `offset`, the core values' row-major start) of each row's kept values in each
@@ -271,16 +277,17 @@ class ReferenceLayer:
         inverse[core, core] = 1 / (diagonal[core] + 1e-30)
         return inverse
 
-    def _sweep_groups(self) -> None:
+    def _sweep_groups(self, by_rows: bool | None = None) -> None:
         """Every group re-solved by brute force, one pair at a time and row by row within a pair: with the rest of its
-        row segment re-solved where the column unit is at most 16 wide, alone elsewhere."""
+        row segment re-solved where `by_rows` (by default where the column unit is at most 16 wide), alone elsewhere."""
+        by_rows = self.unit <= ROW_SWEEP_UNIT if by_rows is None else by_rows
         d_out, d_in = self.w_bar.shape
         for p in range(math.ceil(d_out / self.b)):
             for u in range(math.ceil(d_in / self.unit)):
                 start, stop = u * self.unit, min((u + 1) * self.unit, d_in)
                 for row in range(p * self.b, min((p + 1) * self.b, d_out)):
                     for col in range(start, stop, GROUP):
-                        if self.unit <= ROW_SWEEP_UNIT:
+                        if by_rows:
                             self._solve_group_with_row(row, col, start, stop)
                         else:
                             self._solve_group(row, col)

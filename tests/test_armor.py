@@ -6,12 +6,14 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+import reference_armor
 import torch
 from reference_armor import ReferenceLayer
 
 from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
 from armor.optimizer import blockdiag as bd
+from armor.optimizer import gauss_newton as gn
 from armor.optimizer import normal_equations as ne
 from armor.optimizer import row_sweep as rs
 from armor.optimizer import sweep as sw
@@ -167,6 +169,48 @@ def test_wide_column_units_follow_the_plain_group_sweep_for_30_iterations(solver
     prob = Problem(w, h, 20)
     assert prob.unit > ROW_SWEEP_UNIT
     _follow_reference(prob, solver, iterations=30)
+
+
+def _count_row_sweeps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Gauss–Newton's row sweeps from here on, one entry each."""
+    swept, row_sweep = [], gn.row_sweep
+
+    def counted(prob: Problem) -> None:
+        """The row sweep, counted."""
+        swept.append(1)
+        row_sweep(prob)
+
+    monkeypatch.setattr(gn, "row_sweep", counted)
+    return swept
+
+
+@pytest.mark.parametrize("broken", [None, "never", "whole problem"])
+def test_stalled_group_sweeps_give_way_to_row_sweeps_as_in_the_plain_reference(broken, monkeypatch):
+    """b = 20 (units past the row sweep's 16): each layer whose group sweep gained under STALL_GAIN takes a row sweep
+    next, the other layer of the same problem the group sweep, over 45 iterations against the reference on strided
+    inputs; a variant that never switches, or switches both layers when one stalls, fails the comparison."""
+    gain = 0.05  # stalls within the test's 45 iterations (the solver's 1 % takes longer at the test's 2 CG steps)
+    monkeypatch.setattr(reference_armor, "STALL_GAIN", gain)
+    monkeypatch.setattr(gn, "STALL_GAIN", 0.0 if broken == "never" else gain)
+    if broken == "whole problem":
+        by_layer = gn.sweep_by_layer
+
+        def whole(prob: Problem, active: torch.Tensor, state: gn.Damping) -> None:
+            """The row sweep for every layer once any is due one."""
+            state.row_sweep_next = state.row_sweep_next.any().expand_as(state.row_sweep_next).clone()
+            by_layer(prob, active, state)
+
+        monkeypatch.setattr(gn, "sweep_by_layer", whole)
+    swept = _count_row_sweeps(monkeypatch)
+    w, h = _layers(2, 22, 44)
+    w[1] *= 0.3  # the two layers stall at different steps
+    prob = Problem(w.transpose(1, 2).contiguous().transpose(1, 2), h, 20)
+    if broken:
+        with pytest.raises(AssertionError):
+            _follow_reference(prob, "gauss_newton", 45)
+        return
+    _follow_reference(prob, "gauss_newton", 45)
+    assert len(swept) >= 3
 
 
 @pytest.mark.parametrize(("d_out", "d_in", "b"), [SHAPES[2], (22, 44, 20)], ids=["b6-ragged", "b20-wide-units"])

@@ -7,8 +7,11 @@ with the weighted residual r = (A·C·B − W̄) ⊙ √h and its Jacobian J in 
 it solves (JᵀJ + λ diag JᵀJ) δ = −Jᵀr by preconditioned conjugate gradient (`normal_equations.py`: Gram-form products,
 the preconditioner exact on A's rows and B's columns, on the core diagonal or exact per row's kept values), and
 keeps δ only where the loss falls (λ ÷ 3), else restores the layer (λ × 4, at least 1e-6). The step leaves the mask
-alone; after the first step and every `sweep_every` steps after it, the sweep solver's sweep (`sweep.py`: the row
-sweep for b ≤ 16) re-solves every group's pattern and values. Both parts are guarded, so the loss never rises.
+alone; after the first step and every `sweep_every` steps after it, a sweep re-solves every group's pattern and
+values: the row sweep where the column unit is at most 16 wide (`row_sweep.py`), elsewhere the group sweep
+(`sweep.py`), except that up to 64 columns a layer whose group sweep lowered its loss by less than STALL_GAIN takes
+the row sweep next. Early on the cheap group sweep moves thousands of patterns; once it stalls, the mask's tail needs
+patterns chosen with the rest of their row. Both parts are guarded, so the loss never rises.
 """
 
 from dataclasses import dataclass
@@ -19,23 +22,31 @@ from torch import Tensor
 from armor.optimizer.monotone import guarded, per_layer
 from armor.optimizer.normal_equations import NormalEquations, dot
 from armor.optimizer.problem import Problem
-from armor.optimizer.sweep import sweep
+from armor.optimizer.row_sweep import row_sweep
+from armor.optimizer.sweep import ROW_SWEEP_UNIT, group_sweep
 
 DAMPING_START, DAMPING_DOWN, DAMPING_UP = 1e-2, 3.0, 4.0
 DAMPING_RETRY = 1e-6  # λ after a rejected step is at least this, so λ that decayed to nothing grows back
+STALL_GAIN = 0.01  # a group sweep lowering a layer's loss by less than this fraction makes its next sweep a row sweep
+STALLED_ROW_SWEEP_UNIT = 64  # the widest column unit where a stalled group sweep gives way to the row sweep: at b = 128
+# a row sweep costs about four Gauss–Newton iterations
 
 
 @dataclass
 class Damping:
-    """Per layer: the Levenberg–Marquardt damping λ; and how many steps ran (for the sweep's schedule)."""
+    """Per layer: the Levenberg–Marquardt damping λ and whether its next sweep is a row sweep; how many steps ran
+    (for the sweep's schedule)."""
 
     lam: Tensor  # (L,) float64
+    row_sweep_next: Tensor  # (L,) bool
     steps: int = 0
 
     @classmethod
     def start(cls, prob: Problem) -> "Damping":
-        """λ at its starting value for every layer."""
-        return cls(torch.full((prob.layers,), DAMPING_START, dtype=torch.float64, device=prob.a.device))
+        """λ at its starting value for every layer, the row sweep next only where the unit is at most 16 wide."""
+        dev = prob.a.device
+        lam = torch.full((prob.layers,), DAMPING_START, dtype=torch.float64, device=dev)
+        return cls(lam, torch.full((prob.layers,), prob.unit <= ROW_SWEEP_UNIT, device=dev))
 
 
 def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor, core_preconditioner: str = "diagonal") -> None:
@@ -74,4 +85,20 @@ def gauss_newton_step(prob: Problem, active: Tensor, state: Damping, cg_steps: i
     state.lam = torch.where(active, lam, state.lam)
     state.steps += 1
     if (state.steps - 1) % sweep_every == 0:  # the first sweep right after the first step
-        guarded(prob, active, sweep)
+        sweep_by_layer(prob, active, state)
+
+
+def sweep_by_layer(prob: Problem, active: Tensor, state: Damping) -> None:
+    """A guarded sweep of the active layers: the row sweep where `state` says so, the group sweep elsewhere; a layer's
+    group sweep that lowered its loss by less than STALL_GAIN makes its next one a row sweep (units up to
+    STALLED_ROW_SWEEP_UNIT wide)."""
+    rows = active & state.row_sweep_next
+    if rows.any():
+        guarded(prob, rows, row_sweep)
+    groups = active & ~state.row_sweep_next
+    if groups.any():
+        start = prob.loss
+        guarded(prob, groups, group_sweep)
+        stalled = groups & (prob.loss > (1 - STALL_GAIN) * start) & (prob.unit <= STALLED_ROW_SWEEP_UNIT)
+        state.row_sweep_next = torch.where(groups, stalled, state.row_sweep_next)
+    state.row_sweep_next = torch.where(rows, prob.unit <= ROW_SWEEP_UNIT, state.row_sweep_next)
