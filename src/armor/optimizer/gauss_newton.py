@@ -29,7 +29,7 @@ DAMPING_START, DAMPING_DOWN, DAMPING_UP = 1e-2, 3.0, 4.0
 DAMPING_RETRY = 1e-6  # λ after a rejected step is at least this, so λ that decayed to nothing grows back
 STALL_GAIN = 0.01  # a group sweep lowering a layer's loss by less than this fraction makes its next sweep a row sweep
 STALLED_ROW_SWEEP_UNIT = 64  # the widest column unit where a stalled group sweep gives way to the row sweep: at b = 128
-# a row sweep costs about four Gauss–Newton iterations
+# a row sweep costs about three Gauss–Newton iterations
 
 
 @dataclass
