@@ -33,7 +33,7 @@ class ReferenceLayer:
         self.previous: list[Tensor] | None = None  # the sweep solver's last point: A blocks, B blocks, values
         self.beta = 1.0
         self.damping, self.gauss_newton_steps = 1e-2, 0  # the Gauss–Newton solver's λ and step count
-        self.row_sweep_next = False  # the Gauss–Newton solver's next sweep is a row sweep (wide units only)
+        self.stalled = False  # the Gauss–Newton solver's last group sweep gained under STALL_GAIN
 
     def to(self, dtype: torch.dtype) -> "ReferenceLayer":
         """The same layer with every tensor in `dtype`."""
@@ -233,10 +233,10 @@ class ReferenceLayer:
         self.damping = self.damping / 3 if self.loss() < start else max(self.damping * 4, 1e-6)
         self.gauss_newton_steps += 1
         if (self.gauss_newton_steps - 1) % sweep_every == 0:
-            start, by_rows = self.loss(), self.unit <= ROW_SWEEP_UNIT or self.row_sweep_next
+            start, by_rows = self.loss(), self.unit <= ROW_SWEEP_UNIT or self.stalled
             self._sweep_groups(by_rows)
-            stalled = self.loss() > (1 - STALL_GAIN) * start
-            self.row_sweep_next = not by_rows and self.unit <= STALLED_ROW_SWEEP_UNIT and stalled
+            gained_little = self.loss() > (1 - STALL_GAIN) * start
+            self.stalled = not by_rows and self.unit <= STALLED_ROW_SWEEP_UNIT and gained_little
 
     def _kept_sets(self, offset: int) -> list[Tensor]:
         """The flat indices (after `offset`, the core values' row-major start) of each row's kept values in each

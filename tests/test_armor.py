@@ -197,7 +197,7 @@ def test_stalled_group_sweeps_give_way_to_row_sweeps_as_in_the_plain_reference(b
 
         def whole(prob: Problem, active: torch.Tensor, state: gn.Damping) -> None:
             """The row sweep for every layer once any is due one."""
-            state.row_sweep_next = state.row_sweep_next.any().expand_as(state.row_sweep_next).clone()
+            state.stalled = state.stalled.any().expand_as(state.stalled).clone()
             by_layer(prob, active, state)
 
         monkeypatch.setattr(gn, "sweep_by_layer", whole)

@@ -34,19 +34,19 @@ STALLED_ROW_SWEEP_UNIT = 64  # the widest column unit where a stalled group swee
 
 @dataclass
 class Damping:
-    """Per layer: the Levenberg–Marquardt damping λ and whether its next sweep is a row sweep; how many steps ran
+    """Per layer: the Levenberg–Marquardt damping λ and whether its last group sweep stalled; how many steps ran
     (for the sweep's schedule)."""
 
     lam: Tensor  # (L,) float64
-    row_sweep_next: Tensor  # (L,) bool
+    stalled: Tensor  # (L,) bool
     steps: int = 0
 
     @classmethod
     def start(cls, prob: Problem) -> "Damping":
-        """λ at its starting value for every layer, the row sweep next only where the unit is at most 16 wide."""
+        """λ at its starting value for every layer, none stalled."""
         dev = prob.a.device
         lam = torch.full((prob.layers,), DAMPING_START, dtype=torch.float64, device=dev)
-        return cls(lam, torch.full((prob.layers,), prob.unit <= ROW_SWEEP_UNIT, device=dev))
+        return cls(lam, torch.zeros(prob.layers, dtype=torch.bool, device=dev))
 
 
 def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor, core_preconditioner: str = "diagonal") -> None:
@@ -89,16 +89,16 @@ def gauss_newton_step(prob: Problem, active: Tensor, state: Damping, cg_steps: i
 
 
 def sweep_by_layer(prob: Problem, active: Tensor, state: Damping) -> None:
-    """A guarded sweep of the active layers: the row sweep where `state` says so, the group sweep elsewhere; a layer's
-    group sweep that lowered its loss by less than STALL_GAIN makes its next one a row sweep (units up to
-    STALLED_ROW_SWEEP_UNIT wide)."""
-    rows = active & state.row_sweep_next
+    """A guarded sweep of the active layers: the row sweep where the unit is at most ROW_SWEEP_UNIT wide or the
+    layer's last group sweep stalled, the group sweep elsewhere; a group sweep stalled where it lowered the layer's
+    loss by less than STALL_GAIN (counted for units up to STALLED_ROW_SWEEP_UNIT wide)."""
+    rows = active & (state.stalled | (prob.unit <= ROW_SWEEP_UNIT))
     if rows.any():
         guarded(prob, rows, row_sweep)
-    groups = active & ~state.row_sweep_next
+    groups = active & ~rows
     if groups.any():
         start = prob.loss
         guarded(prob, groups, group_sweep)
-        stalled = groups & (prob.loss > (1 - STALL_GAIN) * start) & (prob.unit <= STALLED_ROW_SWEEP_UNIT)
-        state.row_sweep_next = torch.where(groups, stalled, state.row_sweep_next)
-    state.row_sweep_next = torch.where(rows, prob.unit <= ROW_SWEEP_UNIT, state.row_sweep_next)
+        gained_little = (prob.loss > (1 - STALL_GAIN) * start) & (prob.unit <= STALLED_ROW_SWEEP_UNIT)
+        state.stalled = torch.where(groups, gained_little, state.stalled)
+    state.stalled = state.stalled & ~rows
