@@ -16,6 +16,8 @@ GROUP = 4
 ROW_SWEEP_UNIT = 16  # the widest column unit whose groups are re-solved with the rest of their row
 STALL_GAIN = 0.01  # Gauss–Newton: a group sweep that lowered the loss by less than this fraction is followed by a row
 STALLED_ROW_SWEEP_UNIT = 64  # sweep, where the column unit is at most this wide
+CG_STALL = 1.0  # Gauss–Newton, `auto`: a CG solve ending with its preconditioned residual norm at least this fraction
+ROW_CORE_UNIT = 64  # of its start makes the core preconditioner row-exact from then on, where the unit is this narrow
 
 
 class ReferenceLayer:
@@ -34,6 +36,7 @@ class ReferenceLayer:
         self.beta = 1.0
         self.damping, self.gauss_newton_steps = 1e-2, 0  # the Gauss–Newton solver's λ and step count
         self.stalled = False  # the Gauss–Newton solver's last group sweep gained under STALL_GAIN
+        self.row_core = False  # the Gauss–Newton solver's CG stalled once under `auto`: row-exact core blocks since
 
     def to(self, dtype: torch.dtype) -> "ReferenceLayer":
         """The same layer with every tensor in `dtype`."""
@@ -191,9 +194,10 @@ class ReferenceLayer:
         core = values * self.mask
         return ((torch.block_diag(*a_blocks) @ core @ torch.block_diag(*b_blocks) - self.w_bar) * self.h.sqrt()).flatten()
 
-    def gauss_newton_step(self, cg_steps: int, sweep_every: int, core_preconditioner: str = "diagonal") -> None:
+    def gauss_newton_step(self, cg_steps: int, sweep_every: int, core_preconditioner: str = "auto") -> None:
         """A Levenberg–Marquardt step by dense Jacobian and plain preconditioned CG, kept only if the loss did not rise;
-        every `sweep_every` steps (from the first) every group re-solved by brute force."""
+        every `sweep_every` steps (from the first) every group re-solved by brute force. The core's preconditioner
+        blocks are each row's kept values under `row`, or under `auto` once a CG solve ended no better than it began."""
         n_a, n_b = len(self.a_blocks), len(self.b_blocks)
         point = [x.detach() for x in self.a_blocks + self.b_blocks + [self.values]]
 
@@ -208,11 +212,13 @@ class ReferenceLayer:
             """Rows and columns idx of the damped Gram matrix JᵀJ + λ·diag(JᵀJ)."""
             return jac[:, idx].T @ jac[:, idx] + self.damping * torch.diag(diag[idx])
 
-        core_sets = self._kept_sets(sum(x.numel() for x in point[:-1])) if core_preconditioner == "row" else []
+        row_core = core_preconditioner == "row" or self.row_core
+        core_sets = self._kept_sets(sum(x.numel() for x in point[:-1])) if row_core else []
         precondition = self._preconditioner(system, (1 + self.damping) * diag, [x.shape for x in point], n_a, core_sets)
         r = -jac.T @ residual(*point).detach()
         x, z = torch.zeros_like(r), precondition @ r
         d, rz = z.clone(), r @ z
+        rz_start = rz
         for _ in range(cg_steps):
             product = jac.T @ (jac @ d) + self.damping * diag * d
             curvature = d @ product
@@ -221,6 +227,8 @@ class ReferenceLayer:
             z = precondition @ r
             rz_next = r @ z
             d, rz = z + (rz_next / rz if rz > 0 else 0.0) * d, rz_next
+        if core_preconditioner == "auto" and self.unit <= ROW_CORE_UNIT and rz.sqrt() >= CG_STALL * rz_start.sqrt():
+            self.row_core = True
         start = self.loss()
         reached = self._point()
         moved, offset = [], 0
@@ -326,7 +334,7 @@ class ReferenceLayer:
         self.previous = reached
 
     def iterate(self, solver: str, lr: float, cg_steps: int, sparse_steps: int, sweep_every: int = 3,
-                core_preconditioner: str = "diagonal") -> float:
+                core_preconditioner: str = "auto") -> float:
         """One iteration (the solver's step, then the sparse steps); returns the loss after it."""
         if solver == "adam":
             self.adam_step(lr)

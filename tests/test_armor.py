@@ -213,6 +213,35 @@ def test_stalled_group_sweeps_give_way_to_row_sweeps_as_in_the_plain_reference(b
     assert len(swept) >= 3
 
 
+@pytest.mark.parametrize("broken", [None, "never", "whole problem"])
+def test_a_layer_whose_cg_stalls_takes_the_row_exact_core_preconditioner_as_in_the_plain_reference(broken, monkeypatch):
+    """`auto`: a layer whose CG ended with its preconditioned residual no smaller than it started takes the row-exact
+    core preconditioner from then on, while the other layer of the same problem keeps the diagonal, over 30 iterations
+    against the reference on strided inputs; a variant that never switches, or switches both layers when one
+    stalls, fails the comparison."""
+    real, row_flags = gn.levenberg_marquardt, []
+
+    def recorded(prob: Problem, cg_steps: int, damping: torch.Tensor, row_core: torch.Tensor) -> torch.Tensor:
+        """The real step, its row-exact flags noted; for the broken variants a stall counted for no or every layer."""
+        row_flags.append(row_core.clone())
+        stalled = real(prob, cg_steps, damping, row_core)
+        if broken == "never":
+            return torch.zeros_like(stalled)
+        return stalled.any().expand_as(stalled).clone() if broken == "whole problem" else stalled
+
+    monkeypatch.setattr(gn, "levenberg_marquardt", recorded)
+    w, h = _layers(2, 22, 44)
+    w[1] *= 0.3  # the two layers' CG stalls at different steps
+    prob = Problem(w.transpose(1, 2).contiguous().transpose(1, 2), h, 20)
+    if broken:
+        with pytest.raises(AssertionError):
+            _follow_reference(prob, "gauss_newton", 30)
+        return
+    _follow_reference(prob, "gauss_newton", 30)
+    assert not row_flags[0].any() and row_flags[-1].all()
+    assert any(flags.any() and not flags.all() for flags in row_flags)  # one layer row-exact, the other diagonal
+
+
 @pytest.mark.parametrize(("d_out", "d_in", "b"), [SHAPES[2], (22, 44, 20)], ids=["b6-ragged", "b20-wide-units"])
 def test_row_exact_core_preconditioner_follows_the_plain_reference_for_30_iterations(d_out, d_in, b):
     """Gauss–Newton with the core preconditioner exact on each row's kept values per column block, on strided inputs,
@@ -271,7 +300,7 @@ def test_a_broken_row_exact_core_preconditioner_fails_the_comparison(broken, mon
         _follow_reference(Problem(w, h, SHAPES[1][2]), "gauss_newton", 30, core_preconditioner="row")
 
 
-def _solver_setup(prob: Problem, solver: str, core_preconditioner: str = "diagonal") -> tuple[Options, SolverState, GuardCounts, torch.Tensor]:
+def _solver_setup(prob: Problem, solver: str, core_preconditioner: str = "auto") -> tuple[Options, SolverState, GuardCounts, torch.Tensor]:
     """The options, solver state, guard counts and active flags the reference comparisons iterate with."""
     sparse_steps = 0 if solver in ("sweep", "gauss_newton") else 2  # a sweep visits every group itself
     opts = Options(block_size=prob.rows.b, solver=solver, lr=1e-2, cg_steps=2, sparse_steps=sparse_steps, selection="gradient_greedy",
@@ -292,7 +321,7 @@ def _batched_losses(prob: Problem, solver: str, iterations: int) -> list[torch.T
     return losses
 
 
-def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float = 1e-4, core_preconditioner: str = "diagonal") -> list[torch.Tensor]:
+def _follow_reference(prob: Problem, solver: str, iterations: int, rtol: float = 1e-4, core_preconditioner: str = "auto") -> list[torch.Tensor]:
     """Run the batched iteration and the plain reference side by side from a perturbed start; return the losses."""
     _perturb(prob)
     layers = prob.layers

@@ -33,7 +33,7 @@ def test_time_to_target_gives_every_solver_a_row_against_adams_loss():
     part = {"part": "random", "block": 0, "linear": "w", "block_size": 8, "threads": 1}
     curves = pd.DataFrame(time_to_target(w, h, part, iterations=40, cap=5.0, lr=1e-3))
     table = summary(curves).set_index("solver")
-    assert list(table.index) == list(solvers(1e-3)) == ["adam lr=0.001", "sweep", "gauss_newton", "gauss_newton row", "exact"]
+    assert list(table.index) == list(solvers(1e-3)) == ["adam lr=0.001", "sweep", "gauss_newton", "gauss_newton diagonal", "exact"]
     adam = table.loc["adam lr=0.001"]
     assert adam["iterations_to_target"] == 40 and adam["ratio_to_adam"] == 1.0
     sweep = table.loc["sweep"]  # reached Adam's loss, so its curve stopped there

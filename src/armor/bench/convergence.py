@@ -116,8 +116,9 @@ def trajectory(run: Run, label: str, part: str, iterations: int | None = None, s
 
 def solvers(lr: float) -> dict[str, dict]:
     """The solvers compared, Adam (the reference, at learning rate `lr`) first."""
-    return {f"adam lr={lr:g}": {"solver": "adam", "lr": lr}, "sweep": {"solver": "sweep"}, "gauss_newton": {"solver": "gauss_newton"},
-            "gauss_newton row": {"solver": "gauss_newton", "core_preconditioner": "row"}, "exact": {"solver": "exact"}}
+    return {f"adam lr={lr:g}": {"solver": "adam", "lr": lr}, "sweep": {"solver": "sweep"},
+            "gauss_newton": {"solver": "gauss_newton"},  # the core preconditioner `auto`
+            "gauss_newton diagonal": {"solver": "gauss_newton", "core_preconditioner": "diagonal"}, "exact": {"solver": "exact"}}
 
 
 def time_to_target(weights: torch.Tensor, h: torch.Tensor, part: dict, iterations: int, cap: float, lr: float = 1e-3) -> list[dict]:

@@ -35,7 +35,8 @@ class Options:
     lr: float = 1e-4
     cg_steps: int | None = None  # CG steps per iteration; None: 1 for exact, 20 for gauss_newton
     sweep_every: int = 1  # gauss_newton: a sweep over every group after every this many steps
-    core_preconditioner: str = "diagonal"  # gauss_newton: CG's preconditioner on the core, diagonal or row (exact per row's kept values)
+    core_preconditioner: str = "auto"  # gauss_newton: CG's preconditioner on the core: diagonal, row (exact per row's kept
+    # values) or auto (the diagonal until a layer's CG stalls, then row, for column units up to 64)
     sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact, 0 for sweep and gauss_newton
     selection: str = "gradient_random"
     rtol: float = 1e-6
@@ -87,7 +88,7 @@ def solver_state(prob: Problem, opts: Options) -> SolverState:
     if opts.solver == "adam":
         return LayerAdam(prob.params(), opts.lr)
     if opts.solver == "gauss_newton":
-        return Damping.start(prob)
+        return Damping.start(prob, opts.core_preconditioner)
     return Extrapolation.start(prob) if opts.solver == "sweep" else None
 
 
@@ -99,7 +100,7 @@ def iterate(prob: Problem, opts: Options, active: Tensor, state: SolverState, co
     elif isinstance(state, Extrapolation):
         sweep_step(prob, active, state)
     elif isinstance(state, Damping):
-        gauss_newton_step(prob, active, state, opts.cg_steps, opts.sweep_every, opts.core_preconditioner)
+        gauss_newton_step(prob, active, state, opts.cg_steps, opts.sweep_every)
     else:
         exact_step(prob, opts.cg_steps, active)
     for choice in prob.select(prob.core_gradient(), opts.selection, opts.sparse_steps) if opts.sparse_steps else ():

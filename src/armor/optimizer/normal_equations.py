@@ -8,8 +8,8 @@ direction (dA, dB, dC) S = Aᵀ dA, R = dB H Bᵀ, Z = dC·Q + C·R and V = P·d
 eight block products and two blocked transposes, with h folded into Q and R instead of a pass over the residual.
 The core's vectors live in column blocks (L, n_in, P_out, b), where right products need no copy. The preconditioner
 is exact on A's and B's blocks (every row of A_p has Hessian G_p, every column k of B_q has h_k K_q); on the core it
-is the diagonal, or (`core_preconditioner="row"`) exact on each row's kept values in each column block, whose Hessian
-is P_ii · Q_q restricted to them: a (b/2) × (b/2) block per row and column block, b/4 times the core's size.
+is the diagonal, or, for the layers flagged row-exact, exact on each row's kept values in each column block, whose
+Hessian is P_ii · Q_q restricted to them: a (b/2) × (b/2) block per row and column block, b/4 times the core's size.
 """
 
 import torch
@@ -21,8 +21,6 @@ from armor.optimizer.problem import Problem
 
 PRECONDITIONER_FLOOR = 1e-30  # keeps a zero diagonal entry (padding, dead inputs) from dividing by zero
 BLOCK_RIDGE = 1e-6  # relative to a block's largest diagonal entry: bounds the inverse of a near-singular Gram
-
-CORE_PRECONDITIONERS = ("diagonal", "row")
 
 Point = list[Tensor]  # A's blocks (L, n_out, b, b), B's blocks (L, n_in, b, b), the core in column blocks
 
@@ -67,13 +65,13 @@ def _kept_inverse(q: Tensor, p: Tensor, mask_col: Tensor, damping: Tensor) -> tu
 
 
 class NormalEquations:
-    """The damped Gauss–Newton system of a problem at its current point, for L layers with damping λ (L,)."""
+    """The damped Gauss–Newton system of a problem at its current point, for L layers with damping λ (L,), the core
+    preconditioner row-exact for the layers flagged in `row_core` (L,) bool and diagonal for the others."""
 
-    def __init__(self, prob: Problem, damping: Tensor, core_preconditioner: str = "diagonal") -> None:
-        if core_preconditioner not in CORE_PRECONDITIONERS:
-            raise ValueError(f"core_preconditioner must be one of {CORE_PRECONDITIONERS}, got {core_preconditioner!r}")
+    def __init__(self, prob: Problem, damping: Tensor, row_core: Tensor) -> None:
         L, n_out, b, n_in, _ = prob.core.shape
-        self.prob, self.n_out, self.row_exact = prob, n_out, core_preconditioner == "row"
+        self.prob, self.n_out = prob, n_out
+        self.row_layers = row_core.nonzero().flatten()
         self.h_col = prob.h.view(L, n_in, 1, b)  # h by column block: scales the columns of B_q and of column blocks
         self.c_col = bd.columns(prob.core)  # C, (L, n_in, P_out, b)
         self.c_tiles_t = self.c_col.view(-1, b, b).transpose(1, 2).contiguous()  # every tile C_pqᵀ
@@ -94,10 +92,10 @@ class NormalEquations:
         self.damped = [per_layer(damping, d) * d for d in diagonal]  # λ diag JᵀHJ
         self.inverse_a, self.inverse_b = _block_inverse(gram_a, damping), _block_inverse(gram_b, damping)
         self.h_inverse = torch.where(self.h_col > 0, self.h_col.reciprocal(), 0.0)
-        if self.row_exact:
-            self.kept, self.inverse_kept = _kept_inverse(self.q, self.p, self.mask_col, damping)
-        else:
-            self.inverse_c = (diagonal[2] + self.damped[2]).add_(PRECONDITIONER_FLOOR).reciprocal_()
+        self.inverse_c = (diagonal[2] + self.damped[2]).add_(PRECONDITIONER_FLOOR).reciprocal_()
+        if len(self.row_layers):
+            rows = self.row_layers
+            self.kept, self.inverse_kept = _kept_inverse(self.q[rows], self.p[rows], self.mask_col[rows], damping[rows])
 
     def rhs(self) -> Point:
         """−JᵀH r at the current residual r."""
@@ -129,13 +127,14 @@ class NormalEquations:
         return [on_a, on_b, on_c]
 
     def precondition(self, residual: Point) -> Point:
-        """M⁻¹ r: the exact blocks of A and B; the core's diagonal or its exact kept blocks per row."""
+        """M⁻¹ r: the exact blocks of A and B; the core's diagonal, or its exact kept blocks per row in the row-exact
+        layers."""
         r_a, r_b, r_c = residual
-        if self.row_exact:
-            z_kept = torch.einsum("...ij,...j->...i", self.inverse_kept, r_c.gather(-1, self.kept))
-            z_c = torch.zeros_like(r_c).scatter_(-1, self.kept, z_kept)
-        else:
-            z_c = r_c * self.inverse_c
+        z_c = r_c * self.inverse_c
+        if len(self.row_layers):
+            r_rows = r_c[self.row_layers]  # (R, n_in, P_out, b)
+            z_kept = torch.einsum("...ij,...j->...i", self.inverse_kept, r_rows.gather(-1, self.kept))
+            z_c[self.row_layers] = torch.zeros_like(r_rows).scatter_(-1, self.kept, z_kept)
         return [r_a @ self.inverse_a, (self.inverse_b @ r_b).mul_(self.h_inverse), z_c]
 
     def move(self, step: Point) -> None:
