@@ -32,33 +32,38 @@ def dot(xs: Point, ys: Point) -> Tensor:
     ]).double()
 
 
-def _damped(gram: Tensor, damping: Tensor) -> Tensor:
-    """G + λ diag G + ridge for symmetric PSD blocks (L, ..., b, b), the ridge relative to the damped block's largest
-    diagonal entry; a zero diagonal entry gets a unit diagonal, so padded indices stay decoupled."""
-    diag = gram.diagonal(dim1=-2, dim2=-1) * (1 + per_layer(damping, gram)[..., 0])  # of G + λ diag G
-    shift = diag - gram.diagonal(dim1=-2, dim2=-1) + BLOCK_RIDGE * diag.amax(-1, keepdim=True) + (diag == 0).to(gram.dtype)
-    return gram + torch.diag_embed(shift)
+def _damp_(gram: Tensor, damping: Tensor) -> Tensor:
+    """G + λ diag G + ridge, in place, for symmetric PSD blocks (L, ..., b, b), the ridge relative to the damped block's
+    largest diagonal entry; a zero diagonal entry gets a unit diagonal, so padded indices stay decoupled."""
+    diag = gram.diagonal(dim1=-2, dim2=-1)
+    damped = diag * (1 + per_layer(damping, gram)[..., 0])  # of G + λ diag G
+    diag.copy_(damped + BLOCK_RIDGE * damped.amax(-1, keepdim=True) + (damped == 0).to(gram.dtype))
+    return gram
 
 
 def _block_inverse(gram: Tensor, damping: Tensor) -> Tensor:
     """(G + λ diag G + ridge)⁻¹ for symmetric PSD blocks (L, n, b, b), in float64."""
-    return torch.linalg.inv(_damped(gram.double(), damping)).to(gram.dtype)
+    return torch.linalg.inv(_damp_(gram.to(torch.float64, copy=True), damping)).to(gram.dtype)
 
 
 def _kept_inverse(q: Tensor, p: Tensor, mask_col: Tensor, damping: Tensor) -> tuple[Tensor, Tensor]:
     """The kept values' positions in each row's column block (L, n_in, P_out, k) and the inverse of their damped
-    Hessian block P_ii · Q_q[kept, kept] (L, n_in, P_out, k, k), by Cholesky in the core's dtype; a block whose
-    factorisation fails falls back to its diagonal."""
+    Hessian block P_ii · Q_q[kept, kept] (L, n_in, P_out, k, k), by Cholesky in the core's dtype (L⁻ᵀ L⁻¹ from the
+    factor's triangular inverse); a block whose factorisation fails falls back to its diagonal."""
     L, n_in, p_out, b = mask_col.shape
     k = int(mask_col.sum(-1).amax())  # b/2 where b is a multiple of 4
     kept = torch.argsort(mask_col, dim=-1, descending=True, stable=True)[..., :k]
     base = (torch.arange(L * n_in, device=q.device) * b * b).view(L, n_in, 1, 1, 1)
-    q_kept = q.reshape(-1)[base + kept[..., :, None] * b + kept[..., None, :]]  # (L, n_in, P_out, k, k)
+    damped = torch.take(q, base + (kept * b)[..., :, None] + kept[..., None, :])  # Q_q[kept, kept], (L, n_in, P_out, k, k)
+    damped.mul_(p.diagonal(dim1=-2, dim2=-1).reshape(L, 1, p_out, 1, 1))
     m = mask_col.gather(-1, kept)  # 0 where a row's block holds fewer than k kept values (padding)
-    p_diag = p.diagonal(dim1=-2, dim2=-1).reshape(L, 1, p_out, 1, 1)
-    damped = _damped(q_kept * p_diag * m[..., :, None] * m[..., None, :], damping)
+    if not m.all():
+        damped.mul_(m[..., :, None]).mul_(m[..., None, :])
+    _damp_(damped, damping)
     factor, failed = torch.linalg.cholesky_ex(damped)
-    inverse = torch.cholesky_inverse(factor)
+    eye = torch.eye(k, dtype=q.dtype, device=q.device)
+    factor_inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=False)  # L⁻¹
+    inverse = factor_inverse.transpose(-1, -2) @ factor_inverse
     if failed.any():
         inverse[failed > 0] = torch.diag_embed(damped[failed > 0].diagonal(dim1=-2, dim2=-1).reciprocal())
     return kept, inverse
@@ -132,9 +137,11 @@ class NormalEquations:
         r_a, r_b, r_c = residual
         z_c = r_c * self.inverse_c
         if len(self.row_layers):
-            r_rows = r_c[self.row_layers]  # (R, n_in, P_out, b)
-            z_kept = torch.einsum("...ij,...j->...i", self.inverse_kept, r_rows.gather(-1, self.kept))
-            z_c[self.row_layers] = torch.zeros_like(r_rows).scatter_(-1, self.kept, z_kept)
+            rows = self.row_layers if len(self.row_layers) < r_c.shape[0] else slice(None)  # a slice: no copies
+            r_kept = r_c[rows].gather(-1, self.kept)  # (R, n_in, P_out, k)
+            k = r_kept.shape[-1]
+            z_kept = torch.bmm(r_kept.view(-1, 1, k), self.inverse_kept.view(-1, k, k)).view(r_kept.shape)  # rᵀM⁻¹ = (M⁻¹r)ᵀ
+            z_c[rows] = torch.zeros_like(z_c[rows]).scatter_(-1, self.kept, z_kept)
         return [r_a @ self.inverse_a, (self.inverse_b @ r_b).mul_(self.h_inverse), z_c]
 
     def move(self, step: Point) -> None:
