@@ -212,27 +212,31 @@ def readme_summary(table: pd.DataFrame, target: str, solver: str = "gauss_newton
 def main() -> None:
     """Run the benchmark; print each solver's time to Adam's loss; write the CSVs and the figure."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--block-sizes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--block-sizes", type=int, nargs="+", help="default 16 64; with --paper any of 16 64 128 (default all three)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--iterations", type=int, default=ADAM_ITERATIONS, help="Adam's iterations, which set the target loss")
     parser.add_argument("--cap", type=float, default=0.25, help="other solvers stop at this multiple of Adam's time")
     parser.add_argument("--lr", type=float, default=1e-3, help="the reference Adam's learning rate (the paper's: 1e-4)")
-    parser.add_argument("--linears", nargs="+", help="only these linears, as block.name (e.g. 0.self_attn.q_proj), or a block number for all its linears")
-    parser.add_argument("--paper", action="store_true", help="the paper's setting as the target, on block 15's seven linears "
-                        "(overrides --block-sizes, --threads, --iterations, --lr and --linears)")
+    parser.add_argument("--linears", nargs="+", help="only these linears, as block.name (e.g. 15.self_attn.k_proj), or a block number for all its linears")
+    parser.add_argument("--paper", action="store_true", help="the paper's setting as the target, on block 15's seven linears unless "
+                        "--linears names others (overrides --threads, --iterations and --lr)")
     parser.add_argument("--from-csv", type=Path, nargs="+", help="measure nothing: summarise these curve CSVs (e.g. runs split by block size)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_convergence.csv"))
     parser.add_argument("--figure", type=Path, default=Path("results/figures/armor_convergence"))
     args = parser.parse_args()
     logs.setup()
     tune_cpu()
+    if args.paper and not set(args.block_sizes or ()) <= set(PAPER_ITERATIONS):
+        parser.error(f"--paper: --block-sizes must be among {', '.join(map(str, PAPER_ITERATIONS))}, got {' '.join(map(str, args.block_sizes))}")
+    args.block_sizes = args.block_sizes or (list(PAPER_ITERATIONS) if args.paper else [16, 64])
     iterations = dict.fromkeys(args.block_sizes, args.iterations)
     target = f"{args.iterations:,} Adam iterations (lr {args.lr:g})"
     suffix = "_paper" if args.paper else ""
     if args.paper:
-        args.block_sizes, args.threads, args.lr, iterations, args.linears = list(PAPER_ITERATIONS), [1], PAPER_LR, PAPER_ITERATIONS, [str(BLOCK)]
+        args.threads, args.lr, args.linears = [1], PAPER_LR, args.linears or [str(BLOCK)]
+        iterations = {b: PAPER_ITERATIONS[b] for b in args.block_sizes}
         args.out, args.figure = (path.with_name(f"{path.stem}{suffix}{path.suffix}") for path in (args.out, args.figure))
-        by_size = ", ".join(f"{n:,} at b = {b}" for b, n in PAPER_ITERATIONS.items())
+        by_size = ", ".join(f"{n:,} at b = {b}" for b, n in iterations.items())
         target = f"the paper's Adam (lr {PAPER_LR:g}; iterations {by_size})"
     if args.from_csv:
         curves = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
