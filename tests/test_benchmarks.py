@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from armor.bench.convergence import readme_summary, solvers, summary, time_to_target
+from armor.bench.convergence import main as convergence_main, readme_summary, solvers, summary, time_to_target
 
 
 def _run(module: str, *args: str) -> None:
@@ -51,3 +51,12 @@ def test_block_products_benchmark_covers_every_width_token_count_and_block_size(
     rows = pd.read_csv(out)
     assert len(rows) == 3 * 3 * 3 and set(rows["block_size"]) == {32, 64, 128}
     assert (rows[["bmm_ms", "einsum_ms"]] > 0).all().all()
+
+
+def test_a_paper_convergence_run_narrowed_to_a_block_size_outside_the_papers_is_refused(monkeypatch, capsys):
+    """`--paper --block-sizes 32` stops before any work, naming the paper's block sizes."""
+    monkeypatch.setattr(sys, "argv", ["convergence", "--paper", "--block-sizes", "32"])
+    with pytest.raises(SystemExit) as stop:
+        convergence_main()
+    assert stop.value.code == 2
+    assert "--block-sizes must be among 16, 64, 128, got 32" in capsys.readouterr().err
