@@ -184,6 +184,19 @@ def _count_row_sweeps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return swept
 
 
+def _follow_two_layers_apart(broken: str | None, iterations: int) -> None:
+    """Gauss–Newton at b = 20 on two strided layers, the second scaled by 0.3 so their sweeps and CG stall at
+    different steps, against the reference; with a broken variant the comparison must fail."""
+    w, h = _layers(2, 22, 44)
+    w[1] *= 0.3
+    prob = Problem(w.transpose(1, 2).contiguous().transpose(1, 2), h, 20)
+    if broken:
+        with pytest.raises(AssertionError):
+            _follow_reference(prob, "gauss_newton", iterations)
+        return
+    _follow_reference(prob, "gauss_newton", iterations)
+
+
 @pytest.mark.parametrize("broken", [None, "never", "whole problem"])
 def test_stalled_group_sweeps_give_way_to_row_sweeps_as_in_the_plain_reference(broken, monkeypatch):
     """b = 20 (units past the row sweep's 16): each layer whose group sweep gained under STALL_GAIN takes a row sweep
@@ -202,15 +215,8 @@ def test_stalled_group_sweeps_give_way_to_row_sweeps_as_in_the_plain_reference(b
 
         monkeypatch.setattr(gn, "sweep_by_layer", whole)
     swept = _count_row_sweeps(monkeypatch)
-    w, h = _layers(2, 22, 44)
-    w[1] *= 0.3  # the two layers stall at different steps
-    prob = Problem(w.transpose(1, 2).contiguous().transpose(1, 2), h, 20)
-    if broken:
-        with pytest.raises(AssertionError):
-            _follow_reference(prob, "gauss_newton", 45)
-        return
-    _follow_reference(prob, "gauss_newton", 45)
-    assert len(swept) >= 3
+    _follow_two_layers_apart(broken, 45)
+    assert broken or len(swept) >= 3
 
 
 @pytest.mark.parametrize("broken", [None, "never", "whole problem"])
@@ -230,14 +236,9 @@ def test_a_layer_whose_cg_stalls_takes_the_row_exact_core_preconditioner_as_in_t
         return stalled.any().expand_as(stalled).clone() if broken == "whole problem" else stalled
 
     monkeypatch.setattr(gn, "levenberg_marquardt", recorded)
-    w, h = _layers(2, 22, 44)
-    w[1] *= 0.3  # the two layers' CG stalls at different steps
-    prob = Problem(w.transpose(1, 2).contiguous().transpose(1, 2), h, 20)
+    _follow_two_layers_apart(broken, 30)
     if broken:
-        with pytest.raises(AssertionError):
-            _follow_reference(prob, "gauss_newton", 30)
         return
-    _follow_reference(prob, "gauss_newton", 30)
     assert not row_flags[0].any() and row_flags[-1].all()
     assert any(flags.any() and not flags.all() for flags in row_flags)  # one layer row-exact, the other diagonal
 

@@ -224,10 +224,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/armor_convergence.csv"))
     parser.add_argument("--figure", type=Path, default=Path("results/figures/armor_convergence"))
     args = parser.parse_args()
-    logs.setup()
-    tune_cpu()
     if args.paper and not set(args.block_sizes or ()) <= set(PAPER_ITERATIONS):
         parser.error(f"--paper: --block-sizes must be among {', '.join(map(str, PAPER_ITERATIONS))}, got {' '.join(map(str, args.block_sizes))}")
+    logs.setup()
+    tune_cpu()
     args.block_sizes = args.block_sizes or (list(PAPER_ITERATIONS) if args.paper else [16, 64])
     iterations = dict.fromkeys(args.block_sizes, args.iterations)
     target = f"{args.iterations:,} Adam iterations (lr {args.lr:g})"
