@@ -2,6 +2,7 @@
 and group sweeps against the batched ones, the exact sparse step against brute force, monotonicity, the guard, ragged blocks and
 the layer-wise Adam against torch.optim.Adam."""
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from armor.optimizer import sweeps_cpu
 from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.bcd import Options, SolverState, iterate, optimize, solver_state
 from armor.optimizer.exact import exact_step
+from armor.optimizer.pairs import Grid
 from armor.optimizer.problem import Problem
 from armor.optimizer.sweep import ROW_SWEEP_UNIT
 from armor.proxy_loss import relative_loss
@@ -94,7 +96,7 @@ def test_batched_sweeps_follow_the_plain_reference_for_60_iterations(solver, d_o
     _follow_reference(Problem(w, h, b), solver, iterations=60)
 
 
-SWEEPS = {"row": (rs, rs.row_sweep, "row_sweep_pairs"), "group": (sw, sw.group_sweep, "group_sweep_pairs")}  # module
+SWEEPS = {"row": (rs, rs.row_sweep, "row_sweep_grid"), "group": (sw, sw.group_sweep, "group_sweep_grid")}  # module
 # holding FUSED_ON_CPU, the sweep, and its compiled kernel's name in sweeps_cpu
 
 
@@ -149,12 +151,12 @@ def test_compiled_group_sweep_follows_the_batched_one_for_20_sweeps(d_out, d_in,
 
 @pytest.mark.parametrize("kind", list(SWEEPS))
 def test_a_layout_broken_compiled_sweep_fails_the_comparison(kind, monkeypatch):
-    """The check catches a pair-layout bug: Γ handed to the kernel with its pairs in reverse order."""
+    """The check catches a layout bug: Γ handed to the kernel with its column units in reverse order."""
     compiled = getattr(sweeps_cpu, SWEEPS[kind][2])
 
-    def broken(q, p, gamma, *rest):
-        """The kernel with Γ's pairs reversed, the result written back the right way round."""
-        compiled(q, p, gamma.flip(-1), *rest)
+    def broken(grid: Grid, *rest: object) -> None:
+        """The kernel with Γ's column units reversed, the core and mask still swept in place."""
+        compiled(dataclasses.replace(grid, gamma=grid.gamma.flip(3)), *rest)
 
     monkeypatch.setattr(sweeps_cpu, SWEEPS[kind][2], broken)
     w, h = _layers(2, 20, 44)

@@ -16,7 +16,7 @@ slots that stay zero. The work per group grows with U², so it is for units of u
 import torch
 from torch import Tensor
 
-from armor.optimizer.pairs import Pairs
+from armor.optimizer.pairs import Grid, Pairs
 from armor.optimizer.problem import Problem
 from armor.optimizer.sparse_core import pattern_losses, pattern_systems
 from armor.sparsity import GROUP, PATTERNS
@@ -147,14 +147,14 @@ def _replace_group(inv: Tensor, pos: Tensor, g: int, moved: Tensor, col: Tensor,
 def row_sweep(prob: Problem) -> None:
     """One row sweep over every group of the core (all layers); refreshes the problem. On the CPU the compiled
     kernel of `sweeps_cpu.py` runs it (unless FUSED_ON_CPU is off), elsewhere the batched operations below."""
-    pairs = Pairs.of(prob)
     if FUSED_ON_CPU and prob.core.device.type == "cpu":
-        from armor.optimizer.sweeps_cpu import row_sweep_pairs  # numba, imported only where a CPU sweep runs
+        from armor.optimizer.sweeps_cpu import row_sweep_grid  # numba, imported only where a CPU sweep runs
 
-        ridge = RIDGE * torch.finfo(prob.core.dtype).eps
-        row_sweep_pairs(pairs.q, pairs.p, pairs.gamma, pairs.core, pairs.mask, pairs.valid, ridge, KEPT_BY_CODE)
-        pairs.write_back(prob)
+        grid = Grid.of(prob)
+        row_sweep_grid(grid, RIDGE * torch.finfo(prob.core.dtype).eps, KEPT_BY_CODE)
+        grid.finish(prob)
         return
+    pairs = Pairs.of(prob)
     b, G, _, N = pairs.core.shape
     unit, k = G * GROUP, 2 * G
     dt, dev = prob.core.dtype, prob.core.device

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from armor.optimizer.exact import update_a, update_b
 from armor.optimizer.monotone import guarded, per_layer, where_layers
-from armor.optimizer.pairs import Pairs
+from armor.optimizer.pairs import Grid, Pairs
 from armor.optimizer.problem import Problem
 from armor.optimizer.row_sweep import row_sweep
 from armor.optimizer.sparse_core import best_patterns, pattern_systems
@@ -37,13 +37,14 @@ def group_sweep(prob: Problem) -> None:
     """Re-solve every group of the core once, exactly, each against the others' latest values, in Gauss–Seidel order
     (all layers); refreshes the problem. On the CPU the compiled kernel of `sweeps_cpu.py` runs it (unless
     FUSED_ON_CPU is off), elsewhere the batched operations below."""
-    pairs = Pairs.of(prob)
     if FUSED_ON_CPU and prob.core.device.type == "cpu":
-        from armor.optimizer.sweeps_cpu import group_sweep_pairs  # numba, imported only where a CPU sweep runs
+        from armor.optimizer.sweeps_cpu import group_sweep_grid  # numba, imported only where a CPU sweep runs
 
-        group_sweep_pairs(pairs.q, pairs.p, pairs.gamma, pairs.core, pairs.mask)
-        pairs.write_back(prob)
+        grid = Grid.of(prob)
+        group_sweep_grid(grid)
+        grid.finish(prob)
         return
+    pairs = Pairs.of(prob)
     b, per_unit = pairs.core.shape[:2]
     q, p_diag = pairs.q, pairs.p_diag()
     q_diag = torch.stack([q[GROUP * g : GROUP * (g + 1), GROUP * g : GROUP * (g + 1)] for g in range(per_unit)])

@@ -7,8 +7,10 @@ on tiny (4, N) tensors, b · U / 4 groups one after another (4,096 at b = 128). 
 (`pairs.py`), so these kernels (numba) run every row and group of one pair with its working set in cache, then the
 next pair: the rows in order, each group in Gauss–Seidel order, Γ of the later rows updated from each row's change.
 The row sweep keeps a row only where its exact quadratic fell; the group sweep changes a group only where its own
-quadratic falls. Both work in float64 whatever the core's dtype, on one thread. Compiling them takes about 20 s once;
-the machine code is cached on disk (`_jit`), so a later process loads it in about a second.
+quadratic falls. They read the problem's own layout (`pairs.Grid`: Q once per column unit, the core and mask
+changed in place in the core's dtype) and compute in float64, on one thread, compiled with floating-point
+contraction and reassociation. Compiling them takes about 20 s once per core dtype; the machine code is cached on disk
+(`_jit`), so a later process loads it in about a second.
 """
 
 from collections.abc import Callable
@@ -18,20 +20,23 @@ import torch
 from numba import njit
 from torch import Tensor
 
+from armor.optimizer.pairs import Grid
 from armor.optimizer.sparse_core import RIDGE as PATTERN_RIDGE
 from armor.sparsity import PATTERNS
 
 PATTERNS_NP = PATTERNS.numpy().astype(np.int64)  # (6, 2)
 TINY = float(np.finfo(np.float64).tiny)
+FAST_MATH = {"contract", "reassoc", "nsz", "arcp"}
 
 
 def _jit(func: Callable) -> Callable:
-    """numba's njit, its machine code cached on disk where numba finds a writable place (the package's __pycache__,
-    NUMBA_CACHE_DIR, the user's cache), else compiled once per process."""
+    """numba's njit with fused multiply-adds and reordered sums allowed (not the no-NaN/no-infinity assumptions the
+    kernels' comparisons rely on) and numpy's division semantics, its machine code cached on disk where numba finds a
+    writable place (the package's __pycache__, NUMBA_CACHE_DIR, the user's cache), else compiled once per process."""
     try:
-        return njit(cache=True)(func)
+        return njit(cache=True, fastmath=FAST_MATH, error_model="numpy")(func)
     except RuntimeError:
-        return njit(func)
+        return njit(fastmath=FAST_MATH, error_model="numpy")(func)
 
 
 @_jit
@@ -74,13 +79,14 @@ def _quadratic(v: np.ndarray, lin: np.ndarray, q: np.ndarray) -> float:
 
 
 @_jit
-def _pass_on(qn: np.ndarray, p_n: np.ndarray, gamma_n: np.ndarray, r: int, moved: np.ndarray, change: np.ndarray) -> None:
-    """Γ of the rows after r moved by row r's change of values (as `Pairs.pass_on`): Γ[r2] += P[r, r2] Q moved,
-    `change` the work array for Q moved."""
+def _pass_on(qn: np.ndarray, p_n: np.ndarray, gamma_n: np.ndarray, r: int, t: int, moved: np.ndarray,
+             change: np.ndarray) -> None:
+    """Γ of the rows after r in column unit t, gamma_n (b, n_units, U), moved by row r's change of values (as
+    `Pairs.pass_on`): Γ[r2] += P[r2, r] Q moved, `change` the work array for Q moved."""
     _matvec(qn, moved, change)  # Q is symmetric
     for r2 in range(r + 1, p_n.shape[0]):
         for u in range(change.shape[0]):
-            gamma_n[r2, u] += p_n[r, r2] * change[u]
+            gamma_n[r2, t, u] += p_n[r2, r] * change[u]
 
 
 @_jit
@@ -213,131 +219,136 @@ def _work_arrays(k: int) -> tuple:
 
 
 @_jit
-def _row_sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
-                 valid: np.ndarray, ridge: float, patterns: np.ndarray, kept_by_code: np.ndarray) -> None:
-    """The row sweep of every pair, in place: q (N, U, U), p (N, b, b), gamma, core (N, b, U), mask (N, b, U),
-    valid (N, b, G); all float64 but the masks; ridge on the kept blocks' unit diagonal, kept_by_code as
-    row_sweep.KEPT_BY_CODE."""
-    N, b, U = core.shape
-    G, k = U // 4, U // 2
-    q_unit, inv = np.empty((U, U)), np.empty((k, k))
-    q_diag, d_inv, row_scale, row_inv = np.empty(U), np.empty(U), np.empty(U), np.empty(U)
-    c0, lin, before, values, change = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U)
-    keep, pos = np.empty((G, 4), dtype=np.bool_), np.empty(k, dtype=np.int64)
-    work = _work_arrays(k)
-    for n in range(N):
-        qn = q[n]
-        for u in range(U):
-            q_diag[u] = qn[u, u]
-            d_inv[u] = 1.0 / np.sqrt(q_diag[u]) if q_diag[u] > 0 else 0.0
-        for u in range(U):
-            for v in range(U):
-                q_unit[u, v] = qn[u, v] * d_inv[u] * d_inv[v]  # Q̃: unit diagonal, the identity on dead columns
-            if q_diag[u] <= 0:
-                q_unit[u, u] = 1.0
-        for r in range(b):
-            p_rr = p[n, r, r]
-            _matvec(qn, core[n, r], lin)
-            for u in range(U):
-                row_scale[u] = np.sqrt(p_rr * q_diag[u]) if q_diag[u] > 0 and p_rr > 0 else 0.0
-                row_inv[u] = 1.0 / row_scale[u] if row_scale[u] > 0 else 0.0
-                c0[u] = core[n, r, u]
-                lin[u] = (gamma[n, r, u] - p_rr * lin[u]) * row_inv[u]
-                before[u] = c0[u] * row_scale[u]
-                values[u] = before[u]
-                keep[u // 4, u % 4] = mask[n, r, u]
-            for g in range(G):  # as row_sweep.kept_positions
-                code = 0
-                if valid[n, r, g]:
-                    for a in range(4):
-                        code += keep[g, a] << a
-                pos[2 * g], pos[2 * g + 1] = 4 * g + kept_by_code[code, 0], 4 * g + kept_by_code[code, 1]
-            for i in range(k):
-                for j in range(k):
-                    inv[i, j] = q_unit[pos[i], pos[j]]
-                inv[i, i] += ridge
-            _invert(inv)
-            _row_step(q_unit, lin, values, keep, valid[n, r], pos, inv, patterns, work)
-            fell = _quadratic(values, lin, q_unit) < _quadratic(before, lin, q_unit)
-            for u in range(U):
-                if fell:
-                    mask[n, r, u] = keep[u // 4, u % 4]
-                else:
-                    values[u] = before[u]
-                core[n, r, u] = values[u] * row_inv[u]
-                c0[u] = core[n, r, u] - c0[u]
-            _pass_on(qn, p[n], gamma[n], r, c0, change)
+def _unit_diagonal(qn: np.ndarray, q_diag: np.ndarray, q_unit: np.ndarray) -> None:
+    """Q's diagonal into q_diag and Q̃ (unit diagonal, the identity on dead columns) into q_unit."""
+    U = qn.shape[0]
+    d_inv = np.empty(U)
+    for u in range(U):
+        q_diag[u] = qn[u, u]
+        d_inv[u] = 1.0 / np.sqrt(q_diag[u]) if q_diag[u] > 0 else 0.0
+    for u in range(U):
+        for v in range(U):
+            q_unit[u, v] = qn[u, v] * d_inv[u] * d_inv[v]
+        if q_diag[u] <= 0:
+            q_unit[u, u] = 1.0
 
 
 @_jit
-def _group_sweep_pairs(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
-                       patterns: np.ndarray) -> None:
-    """The group sweep of every pair, in place (as `sweep.group_sweep` for one pair at a time): q (N, U, U),
-    p (N, b, b), gamma, core (N, b, U), mask (N, b, U); all float64 but the mask."""
-    N, b, U = core.shape
+def _row_sweep_grid(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
+                    valid: np.ndarray, ridge: float, patterns: np.ndarray, kept_by_code: np.ndarray) -> None:
+    """The row sweep of every pair, in place: q (L, n_units, U, U), p (L, n_out, b, b) and gamma
+    (L, n_out, b, n_units, U) in float64, core as gamma in the problem's dtype, mask (bool, as the core), valid (n_out, n_units, b, G); ridge on the kept
+    blocks' unit diagonal, kept_by_code as row_sweep.KEPT_BY_CODE."""
+    L, n_out, b, n_units, U = core.shape
+    G, k = U // 4, U // 2
+    q_unit, inv = np.empty((U, U)), np.empty((k, k))
+    q_diag, row_scale, row_inv = np.empty(U), np.empty(U), np.empty(U)
+    c0, lin, before, values, change = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U)
+    keep, pos = np.empty((G, 4), dtype=np.bool_), np.empty(k, dtype=np.int64)
+    work = _work_arrays(k)
+    for l in range(L):
+        for t in range(n_units):
+            qn = q[l, t]
+            _unit_diagonal(qn, q_diag, q_unit)
+            for o in range(n_out):
+                for r in range(b):
+                    p_rr = p[l, o, r, r]
+                    _matvec(qn, core[l, o, r, t], lin)
+                    for u in range(U):
+                        row_scale[u] = np.sqrt(p_rr * q_diag[u]) if q_diag[u] > 0 and p_rr > 0 else 0.0
+                        row_inv[u] = 1.0 / row_scale[u] if row_scale[u] > 0 else 0.0
+                        c0[u] = core[l, o, r, t, u]
+                        lin[u] = (gamma[l, o, r, t, u] - p_rr * lin[u]) * row_inv[u]
+                        before[u] = c0[u] * row_scale[u]
+                        values[u] = before[u]
+                        keep[u // 4, u % 4] = mask[l, o, r, t, u]
+                    for g in range(G):  # as row_sweep.kept_positions
+                        code = 0
+                        if valid[o, t, r, g]:
+                            for a in range(4):
+                                code += keep[g, a] << a
+                        pos[2 * g], pos[2 * g + 1] = 4 * g + kept_by_code[code, 0], 4 * g + kept_by_code[code, 1]
+                    for i in range(k):
+                        for j in range(k):
+                            inv[i, j] = q_unit[pos[i], pos[j]]
+                        inv[i, i] += ridge
+                    _invert(inv)
+                    _row_step(q_unit, lin, values, keep, valid[o, t, r], pos, inv, patterns, work)
+                    fell = _quadratic(values, lin, q_unit) < _quadratic(before, lin, q_unit)
+                    for u in range(U):
+                        if fell:
+                            mask[l, o, r, t, u] = keep[u // 4, u % 4]
+                        else:
+                            values[u] = before[u]
+                        core[l, o, r, t, u] = values[u] * row_inv[u]
+                        c0[u] = core[l, o, r, t, u] - c0[u]
+                    _pass_on(qn, p[l, o], gamma[l, o], r, t, c0, change)
+
+
+@_jit
+def _group_sweep_grid(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
+                      patterns: np.ndarray) -> None:
+    """The group sweep of every pair, in place (as `sweep.group_sweep` for one pair at a time): q (L, n_units, U, U),
+    p (L, n_out, b, b) and gamma (L, n_out, b, n_units, U) in float64, core as gamma in the problem's dtype, mask
+    (bool, as the core)."""
+    L, n_out, b, n_units, U = core.shape
     row, moved, change = np.empty(U), np.empty(U), np.empty(U)
     quad, lin, current, values, delta = np.empty((4, 4)), np.empty(4), np.empty(4), np.empty(4), np.empty(4)
-    for n in range(N):
-        qn = q[n]
-        for r in range(b):
-            p_rr = p[n, r, r]
-            row[:] = gamma[n, r]
-            moved[:] = 0.0
-            for c0 in range(0, U, 4):
-                f_current = 0.0
-                for a in range(4):
-                    current[a] = core[n, r, c0 + a]
-                for a in range(4):
-                    quad_c = 0.0
-                    for c in range(4):
-                        quad[a, c] = p_rr * qn[c0 + a, c0 + c]
-                        quad_c += quad[a, c] * current[c]
-                    lin[a] = row[c0 + a] - quad_c
-                    f_current += current[a] * (2.0 * lin[a] + quad_c)
-                f_best, best, v0, v1 = _best_pattern(quad, lin, patterns)
-                if not f_best < f_current:
-                    continue
-                values[:] = 0.0
-                values[patterns[best, 0]], values[patterns[best, 1]] = v0, v1
-                for a in range(4):
-                    delta[a] = values[a] - current[a]
-                    core[n, r, c0 + a] = values[a]
-                    mask[n, r, c0 + a] = a == patterns[best, 0] or a == patterns[best, 1]
-                    moved[c0 + a] = delta[a]
-                for u in range(U):
-                    acc = 0.0
-                    for a in range(4):
-                        acc += delta[a] * qn[c0 + a, u]
-                    row[u] += p_rr * acc
-            _pass_on(qn, p[n], gamma[n], r, moved, change)
+    for l in range(L):
+        for t in range(n_units):
+            qn = q[l, t]
+            for o in range(n_out):
+                for r in range(b):
+                    p_rr = p[l, o, r, r]
+                    row[:] = gamma[l, o, r, t]
+                    moved[:] = 0.0
+                    for c0 in range(0, U, 4):
+                        f_current = 0.0
+                        for a in range(4):
+                            current[a] = core[l, o, r, t, c0 + a]
+                        for a in range(4):
+                            quad_c = 0.0
+                            for c in range(4):
+                                quad[a, c] = p_rr * qn[c0 + a, c0 + c]
+                                quad_c += quad[a, c] * current[c]
+                            lin[a] = row[c0 + a] - quad_c
+                            f_current += current[a] * (2.0 * lin[a] + quad_c)
+                        f_best, best, v0, v1 = _best_pattern(quad, lin, patterns)
+                        if not f_best < f_current:
+                            continue
+                        values[:] = 0.0
+                        values[patterns[best, 0]], values[patterns[best, 1]] = v0, v1
+                        for a in range(4):
+                            delta[a] = values[a] - current[a]
+                            core[l, o, r, t, c0 + a] = values[a]
+                            mask[l, o, r, t, c0 + a] = a == patterns[best, 0] or a == patterns[best, 1]
+                            moved[c0 + a] = delta[a]
+                        for u in range(U):
+                            acc = 0.0
+                            for a in range(4):
+                                acc += delta[a] * qn[c0 + a, u]
+                            row[u] += p_rr * acc
+                    _pass_on(qn, p[l, o], gamma[l, o], r, t, moved, change)
 
 
-def _pairs_first(x: Tensor, dtype: np.dtype) -> np.ndarray:
-    """x with its pairs (last dimension) first, contiguous, as a numpy array of dtype."""
-    return np.ascontiguousarray(x.movedim(-1, 0).numpy(), dtype=dtype)
+def _float64(x: Tensor) -> np.ndarray:
+    """x as a contiguous float64 numpy array, sharing x's memory where x already is one."""
+    return x.to(torch.float64).contiguous().numpy()
 
 
-def _on_pairs(kernel: Callable, q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor, *extra: object) -> None:
-    """Run a sweep kernel on every pair: q, p and Γ handed over pairs first in float64, the core and mask (b, G, 4, N)
-    swept pairs first and copied back into the layout of `Pairs`; `extra` follows the mask in the kernel's arguments."""
-    b, G, _, N = core.shape
-    core_np = _pairs_first(core.reshape(b, 4 * G, N), np.float64)
-    mask_np = _pairs_first(mask.reshape(b, 4 * G, N), np.bool_)
-    kernel(_pairs_first(q, np.float64), _pairs_first(p, np.float64), _pairs_first(gamma, np.float64), core_np, mask_np,
-           *extra)
-    core.copy_(torch.from_numpy(core_np).to(core.dtype).movedim(0, -1).reshape(core.shape))
-    mask.copy_(torch.from_numpy(mask_np).movedim(0, -1).reshape(mask.shape))
+def _on_grid(kernel: Callable, grid: Grid, *extra: object) -> None:
+    """Run a sweep kernel on every pair of the grid, its core (in the problem's dtype) and mask updated in place;
+    `extra` follows the mask in the kernel's arguments."""
+    kernel(_float64(grid.q), _float64(grid.p), _float64(grid.gamma), grid.core.numpy(), grid.mask.numpy(), *extra)
 
 
-def row_sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor, valid: Tensor, ridge: float,
-                    kept_by_code: Tensor) -> None:
-    """The row sweep of every pair on the CPU, core (b, G, 4, N) and mask in place (the layout of `Pairs`): q (U, U, N),
-    p (b, b, N), gamma (b, U, N), valid (b, G, N); ridge and kept_by_code (16, 2) those of `row_sweep`."""
-    _on_pairs(_row_sweep_pairs, q, p, gamma, core, mask, _pairs_first(valid.bool(), np.bool_), ridge, PATTERNS_NP,
-              kept_by_code.numpy().astype(np.int64))
+def row_sweep_grid(grid: Grid, ridge: float, kept_by_code: Tensor) -> None:
+    """The row sweep of every pair on the CPU, the grid's core and mask in place; ridge and kept_by_code (16, 2)
+    those of `row_sweep`."""
+    valid = grid.valid[0].numpy()
+    _on_grid(_row_sweep_grid, grid, valid, ridge, PATTERNS_NP, kept_by_code.numpy().astype(np.int64))
 
 
-def group_sweep_pairs(q: Tensor, p: Tensor, gamma: Tensor, core: Tensor, mask: Tensor) -> None:
-    """The group sweep of every pair on the CPU, core (b, G, 4, N) and mask in place (the layout of `Pairs`):
-    q (U, U, N), p (b, b, N), gamma (b, U, N)."""
-    _on_pairs(_group_sweep_pairs, q, p, gamma, core, mask, PATTERNS_NP)
+def group_sweep_grid(grid: Grid) -> None:
+    """The group sweep of every pair on the CPU, the grid's core and mask in place."""
+    _on_grid(_group_sweep_grid, grid, PATTERNS_NP)
