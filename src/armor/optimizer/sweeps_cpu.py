@@ -112,14 +112,14 @@ def _best_pattern(reduced: np.ndarray, reduced_lin: np.ndarray, patterns: np.nda
 
 @_jit
 def _row_step(q: np.ndarray, lin: np.ndarray, values: np.ndarray, keep: np.ndarray, valid: np.ndarray,
-              pos: np.ndarray, inv: np.ndarray, patterns: np.ndarray, work: tuple) -> None:
+              pos: np.ndarray, inv: np.ndarray, patterns: np.ndarray, work: tuple) -> float:
     """Every group of one row in Gauss–Seidel order, in place (as `row_sweep._row_step` for one pair): q (U, U),
     lin, values (U,), keep (G, 4), valid (G,), pos (k,) the kept slots' positions, inv (k, k) their block's inverse;
-    work holds `_work_arrays(k)`."""
+    work holds `_work_arrays(k)`. Returns the row's quadratic at its starting values."""
     G = keep.shape[0]
     k = 2 * G
     rhs, x, coupling, through, reduced, y, reduced_lin, group_values, col0, col1 = work
-    f_cur = _quadratic(values, lin, q)
+    f_start = f_cur = _quadratic(values, lin, q)
     for g in range(G):
         s0, c0 = 2 * g, 4 * g
         a00, a01, a10, a11 = inv[s0, s0], inv[s0, s0 + 1], inv[s0 + 1, s0], inv[s0 + 1, s0 + 1]
@@ -180,6 +180,7 @@ def _row_step(q: np.ndarray, lin: np.ndarray, values: np.ndarray, keep: np.ndarr
             _replace_group(inv, pos, g, coupling, x, reduced, chosen0, chosen1, y, col0, col1)
         keep[g, :] = False
         keep[g, chosen0], keep[g, chosen1] = True, True
+    return f_start
 
 
 @_jit
@@ -273,8 +274,8 @@ def _row_sweep_grid(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.nd
                             inv[i, j] = q_unit[pos[i], pos[j]]
                         inv[i, i] += ridge
                     _invert(inv)
-                    _row_step(q_unit, lin, values, keep, valid[o, t, r], pos, inv, patterns, work)
-                    fell = _quadratic(values, lin, q_unit) < _quadratic(before, lin, q_unit)
+                    f_before = _row_step(q_unit, lin, values, keep, valid[o, t, r], pos, inv, patterns, work)
+                    fell = _quadratic(values, lin, q_unit) < f_before
                     for u in range(U):
                         if fell:
                             mask[l, o, r, t, u] = keep[u // 4, u % 4]
