@@ -31,9 +31,9 @@ def from_groups(prob: Problem, x: Tensor) -> Tensor:
 
 @dataclass
 class Grid:
-    """The same quadratics at the problem's own layout, each held once (what the CPU's compiled sweeps take): the core
-    and mask as views (L, n_out, b, n_units, U), Γ alike, P = AᵀA (L, n_out, b, b), Q (L, n_units, U, U) and the groups'
-    validity (1, n_out, n_units, b, G) as bool."""
+    """The same quadratics at the problem's own layout, each held once (what the CPU's compiled sweeps take): the
+    core and mask as views (L, n_out, b, n_units, U), Γ alike, P = AᵀA (L, n_out, b, b), Q (L, n_units, U, U) and
+    the groups' validity (1, n_out, n_units, b, G) as bool."""
 
     core: Tensor
     mask: Tensor

@@ -238,8 +238,8 @@ def _unit_diagonal(qn: np.ndarray, q_diag: np.ndarray, q_unit: np.ndarray) -> No
 def _row_sweep_grid(q: np.ndarray, p: np.ndarray, gamma: np.ndarray, core: np.ndarray, mask: np.ndarray,
                     valid: np.ndarray, ridge: float, patterns: np.ndarray, kept_by_code: np.ndarray) -> None:
     """The row sweep of every pair, in place: q (L, n_units, U, U), p (L, n_out, b, b) and gamma
-    (L, n_out, b, n_units, U) in float64, core as gamma in the problem's dtype, mask (bool, as the core), valid (n_out, n_units, b, G); ridge on the kept
-    blocks' unit diagonal, kept_by_code as row_sweep.KEPT_BY_CODE."""
+    (L, n_out, b, n_units, U) in float64, core as gamma in the problem's dtype, mask (bool, as the core), valid
+    (n_out, n_units, b, G); ridge on the kept blocks' unit diagonal, kept_by_code as row_sweep.KEPT_BY_CODE."""
     L, n_out, b, n_units, U = core.shape
     G, k = U // 4, U // 2
     q_unit, inv = np.empty((U, U)), np.empty((k, k))
