@@ -29,11 +29,17 @@ def from_groups(prob: Problem, x: Tensor) -> Tensor:
     return x.reshape(b, prob.unit // GROUP, GROUP, L, n_out, -1).permute(3, 4, 0, 5, 1, 2).reshape(prob.core.shape)
 
 
+def settle(prob: Problem) -> None:
+    """Zero the core off the mask after a sweep changed both, and refresh the problem."""
+    prob.core.mul_(prob.mask)
+    prob.refresh()
+
+
 @dataclass
 class Grid:
     """The same quadratics at the problem's own layout, each held once (what the CPU's compiled sweeps take): the
     core and mask as views (L, n_out, b, n_units, U), Γ alike, P = AᵀA (L, n_out, b, b), Q (L, n_units, U, U) and
-    the groups' validity (1, n_out, n_units, b, G) as bool."""
+    the groups' validity (n_out, n_units, b, G) as bool, the same for every layer."""
 
     core: Tensor
     mask: Tensor
@@ -53,14 +59,8 @@ class Grid:
         gamma = (prob.core_gradient() * scale).view(units)  # Γ
         b_unit = bd.merge(prob.b, unit)  # (L, n_units, U, U)
         q = (b_unit * prob.h.view(L, n_units, 1, unit)) @ b_unit.transpose(-1, -2)  # B_u diag(h) B_uᵀ
-        valid = (prob.valid > 0).view(1, n_out, n_units, b, unit // GROUP)
+        valid = (prob.valid > 0).view(n_out, n_units, b, unit // GROUP)
         return cls(prob.core.view(units), prob.mask.view(units), gamma, prob.a.transpose(-1, -2) @ prob.a, q, valid)
-
-    def finish(self, prob: Problem) -> None:
-        """Zero the core off the mask after a sweep changed both in place, and refresh the problem."""
-        prob.core.mul_(prob.mask)
-        prob.refresh()
-
 
 @dataclass
 class Pairs:
@@ -97,5 +97,4 @@ class Pairs:
         """Put the core and mask back into the problem and refresh it."""
         prob.core.copy_(from_groups(prob, self.core))
         prob.mask.copy_(from_groups(prob, self.mask))
-        prob.core.mul_(prob.mask)
-        prob.refresh()
+        settle(prob)

@@ -16,7 +16,7 @@ slots that stay zero. The work per group grows with U², so it is for units of u
 import torch
 from torch import Tensor
 
-from armor.optimizer.pairs import Grid, Pairs
+from armor.optimizer.pairs import Grid, Pairs, settle
 from armor.optimizer.problem import Problem
 from armor.optimizer.sparse_core import pattern_losses, pattern_systems
 from armor.sparsity import GROUP, PATTERNS
@@ -152,7 +152,7 @@ def row_sweep(prob: Problem) -> None:
 
         grid = Grid.of(prob)
         row_sweep_grid(grid, RIDGE * torch.finfo(prob.core.dtype).eps, KEPT_BY_CODE)
-        grid.finish(prob)
+        settle(prob)
         return
     pairs = Pairs.of(prob)
     b, G, _, N = pairs.core.shape

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from armor.optimizer.exact import update_a, update_b
 from armor.optimizer.monotone import guarded, per_layer, where_layers
-from armor.optimizer.pairs import Grid, Pairs
+from armor.optimizer.pairs import Grid, Pairs, settle
 from armor.optimizer.problem import Problem
 from armor.optimizer.row_sweep import row_sweep
 from armor.optimizer.sparse_core import best_patterns, pattern_systems
@@ -42,7 +42,7 @@ def group_sweep(prob: Problem) -> None:
 
         grid = Grid.of(prob)
         group_sweep_grid(grid)
-        grid.finish(prob)
+        settle(prob)
         return
     pairs = Pairs.of(prob)
     b, per_unit = pairs.core.shape[:2]

@@ -346,8 +346,7 @@ def _on_grid(kernel: Callable, grid: Grid, *extra: object) -> None:
 def row_sweep_grid(grid: Grid, ridge: float, kept_by_code: Tensor) -> None:
     """The row sweep of every pair on the CPU, the grid's core and mask in place; ridge and kept_by_code (16, 2)
     those of `row_sweep`."""
-    valid = grid.valid[0].numpy()
-    _on_grid(_row_sweep_grid, grid, valid, ridge, PATTERNS_NP, kept_by_code.numpy().astype(np.int64))
+    _on_grid(_row_sweep_grid, grid, grid.valid.numpy(), ridge, PATTERNS_NP, kept_by_code.numpy().astype(np.int64))
 
 
 def group_sweep_grid(grid: Grid) -> None:
