@@ -251,7 +251,8 @@ def run_calibration(wildcards):
 def needs_hessian():
     """Whether the calibration pass must record XᵀX: a method that needs it runs in independent mode."""
     return any(
-        METHODS[v.method].needs_hessian and calibration_mode(m) == "independent"
+        METHODS[v.method].needs_hessian(v.settings)
+        and calibration_mode(m) == "independent"
         for m, v in VARIANTS.items()
     )
 

@@ -18,8 +18,12 @@ class Method:
 
     name: str
     prune_block: BlockPruner | None  # None: the method leaves the weights as they are
-    needs_hessian: bool = False
+    hessian: Callable[[dict[str, Any]], bool] = lambda options: False  # whether it reads XᵀX/n with these options
     default_mode: str = "independent"  # calibration mode: as the method's reference code calibrates
+
+    def needs_hessian(self, options: dict[str, Any]) -> bool:
+        """Whether pruning with these options reads XᵀX/n, which the calibration pass then records."""
+        return self.hessian(options)
 
 
 def per_layer(prune: Callable[..., Tensor], settings: tuple[str, ...] = ()) -> BlockPruner:
@@ -49,9 +53,9 @@ METHODS: dict[str, Method] = {
     "dense": Method("dense", None, default_mode="none"),
     "magnitude": Method("magnitude", per_layer(magnitude.prune)),
     "wanda": Method("wanda", per_layer(wanda.prune), default_mode="sequential"),
-    "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune, ("percdamp", "blocksize")), needs_hessian=True, default_mode="sequential"),
+    "sparsegpt": Method("sparsegpt", per_layer(sparsegpt.prune, ("percdamp", "blocksize")), hessian=lambda options: True, default_mode="sequential"),
     "nowag_p": Method("nowag_p", with_dead_inputs_filled(per_layer(nowag.prune))),
-    "armor": Method("armor", with_dead_inputs_filled(armor.prune_block)),
+    "armor": Method("armor", with_dead_inputs_filled(armor.prune_block), hessian=armor.needs_hessian),
 }
 
 

@@ -12,6 +12,18 @@ from armor.optimizer.bcd import Options, optimize
 log = logging.getLogger(__name__)
 
 
+def needs_hessian(options: dict[str, Any]) -> bool:
+    """Whether ARMOR with these options reads XᵀX/n: the block-covariance proxy does."""
+    return options.get("proxy", Options.proxy) == "block_covariance"
+
+
+def covariance_of(stats: LayerStats, name: str) -> Tensor:
+    """XᵀX/n of one layer; ValueError naming the layer where the calibration pass did not record it."""
+    if stats.hessian is None:
+        raise ValueError(f"{name}: proxy block_covariance needs XᵀX/n, and the calibration statistics hold only h")
+    return stats.hessian
+
+
 def prune_block(weights: dict[str, Tensor], stats: dict[str, LayerStats], options: dict[str, Any]) -> dict[str, LayerResult]:
     """ARMOR on the named linears of one block; extras hold core, A, B, norms, trace and snapshots per layer."""
     opts = Options.from_dict(options)
@@ -20,7 +32,8 @@ def prune_block(weights: dict[str, Tensor], stats: dict[str, LayerStats], option
         by_shape.setdefault(tuple(w.shape), []).append(name)
     out = {}
     for shape, names in by_shape.items():
-        outcome = optimize(torch.stack([weights[n] for n in names]), torch.stack([stats[n].h for n in names]), opts)
+        covariance = torch.stack([covariance_of(stats[n], n) for n in names]) if opts.proxy == "block_covariance" else None
+        outcome = optimize(torch.stack([weights[n] for n in names]), torch.stack([stats[n].h for n in names]), opts, covariance)
         for i, name in enumerate(names):
             extras = outcome.factors[i] | {
                 "trace": outcome.trace[:, i].contiguous(), "trace_iterations": torch.tensor(outcome.trace_at),

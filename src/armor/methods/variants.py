@@ -1,8 +1,8 @@
 """The methods a config runs, each by its name: a method with its section's settings, or a named variant of one (its
 own settings, run beside it in the same DAG with its own runs, checkpoints and table rows).
 
-A run is labelled as the paper's or as ours everywhere: ARMOR is the paper's with its Adam solver and ours with the
-others; the baselines are their papers'; a variant is ours unless the config says `origin: paper`.
+A run is labelled as the paper's or as ours everywhere: ARMOR is the paper's with its Adam solver on its diagonal
+proxy and ours with another solver or proxy; the baselines are their papers'; a variant is ours unless the config says `origin: paper`.
 """
 
 from dataclasses import dataclass
@@ -10,6 +10,7 @@ from typing import Any
 
 LABELS = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "nowag_p": "NoWag-P", "armor": "ARMOR"}
 SOLVER_LABELS = {"gauss_newton": "Gauss–Newton", "sweep": "sweep", "exact": "exact"}
+PROXY_LABELS = {"block_covariance": "block covariance"}
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,12 @@ class Variant:
 
 
 def _default_label(method: str, settings: dict[str, Any]) -> tuple[str, str]:
-    """A method's label and origin from its settings: ARMOR is the paper's only with Adam."""
-    if method == "armor" and settings.get("solver", "adam") != "adam":
-        return f"ARMOR, {SOLVER_LABELS[settings['solver']]} (ours)", "ours"
-    return LABELS[method], "paper"
+    """A method's label and origin from its settings: ARMOR is the paper's only with Adam on the diagonal proxy."""
+    if method != "armor":
+        return LABELS[method], "paper"
+    ours = [SOLVER_LABELS[settings["solver"]]] if settings.get("solver", "adam") != "adam" else []
+    ours += [PROXY_LABELS[settings["proxy"]]] if settings.get("proxy", "diagonal") != "diagonal" else []
+    return (f"ARMOR, {', '.join(ours)} (ours)", "ours") if ours else (LABELS[method], "paper")
 
 
 def configured(config: dict[str, Any]) -> dict[str, Variant]:

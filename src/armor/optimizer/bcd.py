@@ -35,6 +35,7 @@ class Options:
     lr: float = 1e-4
     cg_steps: int | None = None  # CG steps per iteration; None: 1 for exact, 20 for gauss_newton
     sweep_every: int = 1  # gauss_newton: a sweep over every group after every this many steps
+    proxy: str = "diagonal"  # the layer-wise loss: diagonal (NoWag's, the paper's) or block_covariance (XᵀX/n within B's blocks)
     core_preconditioner: str = "auto"  # gauss_newton: CG's preconditioner on the core: diagonal, row (exact per row's kept
     # values) or auto (the diagonal until a layer's CG stalls, then row, for column units up to 64)
     sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact, 0 for sweep and gauss_newton
@@ -107,10 +108,15 @@ def iterate(prob: Problem, opts: Options, active: Tensor, state: SolverState, co
         prob.sparse_step(choice, active)
 
 
-def optimize(weights: Tensor, h: Tensor, opts: Options) -> Outcome:
-    """Run ARMOR on same-shape layers (L, d_out, d_in) with activation weights h (L, d_in), from NoWag-P."""
+def optimize(weights: Tensor, h: Tensor, opts: Options, covariance: Tensor | None = None) -> Outcome:
+    """Run ARMOR on same-shape layers (L, d_out, d_in) with activation weights h (L, d_in), from NoWag-P; the
+    block-covariance proxy reads XᵀX/n, covariance (L, d_in, d_in)."""
+    if opts.proxy == "block_covariance" and covariance is None:
+        raise ValueError("proxy 'block_covariance' needs XᵀX/n (covariance, (L, d_in, d_in)); none was given")
+    if opts.proxy == "diagonal" and covariance is not None:
+        raise ValueError("proxy 'diagonal' reads no covariance; set proxy: block_covariance to use XᵀX/n")
     begin = time.perf_counter()
-    prob = Problem(weights, h, opts.block_size, opts.seed)
+    prob = Problem(weights, h, opts.block_size, opts.seed, covariance)
     started = time.perf_counter()
     L = prob.layers
     state = solver_state(prob, opts)

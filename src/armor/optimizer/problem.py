@@ -12,6 +12,7 @@ from torch import Tensor
 
 from armor.normalize import normalize
 from armor.optimizer import blockdiag as bd
+from armor.optimizer.covariance import whitening
 from armor.optimizer.sparse_core import solve_groups
 from armor.sparsity import GROUP, mask_24
 
@@ -20,13 +21,20 @@ SELECTION_FLOOR = 1e-30  # added to valid candidates so a pair with zero gradien
 
 
 class Problem:
-    """Normalised weights, activation weights h, the 2:4 core with its mask, and A, B, for L layers of one shape."""
+    """Normalised weights, activation weights h, the 2:4 core with its mask, and A, B, for L layers of one shape.
 
-    def __init__(self, weights: Tensor, h: Tensor, block_size: int, seed: int = 0) -> None:
+    With `covariance` (XᵀX/n, (L, d_in, d_in)) the loss is the block-covariance proxy, solved as the diagonal proxy of
+    the whitened W̄ L (`covariance.py`): w_bar, h and b then hold W̄ L, ones and B̃ = B L.
+    """
+
+    def __init__(self, weights: Tensor, h: Tensor, block_size: int, seed: int = 0, covariance: Tensor | None = None) -> None:
         if weights.dim() != 3 or h.shape != (weights.shape[0], weights.shape[2]):
             raise ValueError(f"expected weights (L, d_out, d_in) and h (L, d_in), got {tuple(weights.shape)} and {tuple(h.shape)}")
-        if h.dtype != weights.dtype or h.device != weights.device:
-            raise ValueError(f"h ({h.dtype}, {h.device}) must match the weights ({weights.dtype}, {weights.device})")
+        for name, x in (("h", h), ("covariance", covariance)):
+            if x is not None and (x.dtype != weights.dtype or x.device != weights.device):
+                raise ValueError(f"{name} ({x.dtype}, {x.device}) must match the weights ({weights.dtype}, {weights.device})")
+        if covariance is not None and covariance.shape != (weights.shape[0], weights.shape[2], weights.shape[2]):
+            raise ValueError(f"expected covariance (L, d_in, d_in) = {tuple(weights.shape[::2]) + (weights.shape[2],)}, got {tuple(covariance.shape)}")
         L, d_out, d_in = weights.shape
         b = block_size
         self.rows, self.cols = bd.layout(d_out, b), bd.layout(d_in, b, GROUP)
@@ -35,17 +43,20 @@ class Problem:
         w_bar, r_in, r_out = zip(*(normalize(w) for w in weights))
         w_bar = torch.stack(w_bar)  # (L, d_out, d_in)
         self.r_in, self.r_out = torch.stack(r_in), torch.stack(r_out)  # (L, d_in), (L, d_out)
-        importance = w_bar.square() * h[:, None, :]
-        self.z = importance.sum((1, 2), dtype=torch.float64)  # (L,) loss of the zero matrix
-
-        self.h = F.pad(h, (0, self.cols.padded - d_in)).contiguous()  # (L, P_in), zero on padding
-        self.h_grid = self.h.reshape(L, 1, 1, self.cols.n_blocks, b)
-        self.grad_scale = (2 * self.h_grid / self.z.to(dt)[:, None, None, None, None]).contiguous()  # ∂L/∂Ŵ = resid · this
         self.w_bar = self._grid(bd.pad(w_bar, self.rows, self.cols))
-        self.mask = self._grid(bd.pad(mask_24(importance), self.rows, self.cols))  # NoWag-P start
+        self.mask = self._grid(bd.pad(mask_24(w_bar.square() * h[:, None, :]), self.rows, self.cols))  # NoWag-P start
         self.core = self.w_bar * self.mask  # C = W' ⊙ M
         self.a = bd.identity(self.rows, L, dt, dev)  # (L, n_out, b, b)
         self.b = bd.identity(self.cols, L, dt, dev)  # (L, n_in, b, b)
+        self.b_inverse: Tensor | None = None  # the block-covariance proxy's L⁻¹ blocks: B = B̃ L⁻¹ (covariance.py)
+        if covariance is not None:
+            self.b, self.b_inverse = whitening(covariance, self.cols)
+            self.w_bar = bd.right(self.w_bar, self.b)  # W̄ L
+            h = torch.ones_like(h)
+        self.h = F.pad(h, (0, self.cols.padded - d_in)).contiguous()  # (L, P_in), zero on padding
+        self.h_grid = self.h.reshape(L, 1, 1, self.cols.n_blocks, b)
+        self.z = (self.w_bar.square() * self.h_grid).sum((1, 2, 3, 4), dtype=torch.float64)  # (L,) loss of the zero matrix
+        self.grad_scale = (2 * self.h_grid / self.z.to(dt)[:, None, None, None, None]).contiguous()  # ∂L/∂Ŵ = resid · this
         self.generator = torch.Generator(device=dev).manual_seed(seed)
 
         per_unit = self.unit // GROUP
@@ -192,16 +203,22 @@ class Problem:
         """A block grid back as padded matrices (L, d_out_padded, d_in_padded)."""
         return grid.reshape(grid.shape[0], self.rows.padded, self.cols.padded)
 
+    def b_blocks(self) -> Tensor:
+        """B's blocks (L, n_in, b, b) of Ŵ = A·C·B: B̃ L⁻¹ under the block-covariance proxy, B itself otherwise."""
+        return self.b if self.b_inverse is None else self.b @ self.b_inverse
+
     def snapshot(self) -> Tensor:
         """The current denormalised Ŵ of every layer (L, d_out, d_in)."""
-        w_hat = bd.unpad(self._flat(bd.left(self.a, self.cb)), self.rows, self.cols)
+        cb = self.cb if self.b_inverse is None else bd.right(self.cb, self.b_inverse)
+        w_hat = bd.unpad(self._flat(bd.left(self.a, cb)), self.rows, self.cols)
         return self.r_out[:, :, None] * w_hat * self.r_in[:, None, :]
 
     def factors(self) -> list[dict[str, Tensor]]:
         """Per layer: the 2:4 core (d_out, d_in), A and B blocks (n, b, b) and the NoWag norms, all contiguous."""
         core = bd.unpad(self._flat(self.core), self.rows, self.cols)
+        b_blocks = self.b_blocks()
         return [
-            {"core": core[i].contiguous(), "A": self.a[i].contiguous(), "B": self.b[i].contiguous(),
+            {"core": core[i].contiguous(), "A": self.a[i].contiguous(), "B": b_blocks[i].contiguous(),
              "r_out": self.r_out[i].contiguous(), "r_in": self.r_in[i].contiguous()}
             for i in range(self.layers)
         ]

@@ -29,7 +29,7 @@ def prune_model(
     work, parts = out_dir / "work", []
     if mode == "independent":
         n_blocks = len(decoder_layers(skeleton(model_dir, DTYPES[dtype])))
-        calibrate(model_dir, DTYPES[dtype], windows, work / "calibration", work / "calibrating", device, batch_size, spec.needs_hessian)
+        calibrate(model_dir, DTYPES[dtype], windows, work / "calibration", work / "calibrating", device, batch_size, spec.needs_hessian(options))
         for start in range(0, n_blocks, blocks_per_part):
             parts.append(work / f"part{start}")
             blocks = list(range(start, min(start + blocks_per_part, n_blocks)))

@@ -144,7 +144,7 @@ def prune_chain(
         saved = resumption.load(target, settings)
         if saved is None:
             read = time.perf_counter()
-            with StatsCollector(linears, hessian=method.needs_hessian) as collector:
+            with StatsCollector(linears, hessian=method.needs_hessian(options)) as collector:
                 runner.run(index, block, hidden)
             weights = {name: lin.weight.detach().float() for name, lin in linears.items()}  # explicit fp32 for the solvers
             calibrated = time.perf_counter()

@@ -1,0 +1,56 @@
+"""The block-covariance proxy as a change of variables: B absorbs the Cholesky factors of the inputs' covariance blocks.
+
+The diagonal proxy weights each input of the normalised error E = Ŵ − W̄ by its mean squared activation h_j. The
+block-covariance proxy Σ_q tr(E_q H_q E_qᵀ) keeps the inputs' correlations within each of B's blocks q (H_q: the q-th
+b × b diagonal block of XᵀX/n, damped). With H_q = L_q L_qᵀ, E_q L_q = A C (B_q L_q) − W̄_q L_q, and B_q L_q is again
+any b × b block, so the problem in (A, C, B̃ = B L) against W̄ L with h = 1 is the diagonal-proxy problem every solver
+already runs; B = B̃ L⁻¹ afterwards.
+"""
+
+import logging
+
+import torch
+from torch import Tensor
+
+from armor.optimizer.blockdiag import Layout
+
+log = logging.getLogger(__name__)
+
+DAMP = 0.01  # H_q + DAMP · mean diag(H) · I, as SparseGPT's percdamp
+DAMP_GROWTH, DAMP_RETRIES = 10.0, 6  # a block whose Cholesky fails is retried with 10x the damping, up to 6 times
+
+
+def covariance_blocks(covariance: Tensor, cols: Layout) -> Tensor:
+    """The b × b diagonal blocks of XᵀX/n (L, d_in, d_in) on the padded layout, (L, n_blocks, b, b); padded inputs
+    get the identity, so they stay outside the loss (their h is 0) and their factor is invertible."""
+    L, d_in = covariance.shape[:2]
+    b, n = cols.b, cols.n_blocks
+    padded = torch.eye(cols.padded, dtype=covariance.dtype, device=covariance.device).repeat(L, 1, 1)
+    padded[:, :d_in, :d_in] = covariance
+    index = torch.arange(n, device=covariance.device)
+    return padded.view(L, n, b, n, b)[:, index, :, index].transpose(0, 1).contiguous()
+
+
+def whitening(covariance: Tensor, cols: Layout, damp: float = DAMP) -> tuple[Tensor, Tensor]:
+    """Lower Cholesky factors L_q of the damped covariance blocks and their inverses, each (L, n_blocks, b, b), zero
+    on padded inputs; a layer whose blocks are not positive definite is retried with more damping (ValueError if
+    every retry fails)."""
+    blocks = covariance_blocks(covariance, cols)
+    L, d_in = covariance.shape[:2]
+    real = (torch.arange(cols.padded, device=covariance.device) < d_in).to(covariance.dtype).view(cols.n_blocks, cols.b)
+    mean_diag = covariance.diagonal(dim1=1, dim2=2).mean(1)  # (L,)
+    eye = torch.diag_embed(real)  # (n_blocks, b, b): the damping on real inputs only
+    factor = torch.empty_like(blocks)
+    todo = torch.ones(L, dtype=torch.bool, device=covariance.device)
+    for attempt in range(DAMP_RETRIES + 1):
+        scale = damp * DAMP_GROWTH**attempt
+        tried, info = torch.linalg.cholesky_ex(blocks[todo] + scale * mean_diag[todo, None, None, None] * eye)
+        ok = (info == 0).all(-1)
+        factor[todo.nonzero()[ok, 0]] = tried[ok]
+        if attempt and ok.any():
+            log.warning("block covariance: Cholesky failed at damping %g for %d layer(s); used %g", damp, int(ok.sum()), scale)
+        todo[todo.clone()] = ~ok
+        if not todo.any():
+            keep = real[:, :, None] * real[:, None, :]  # (n_blocks, b, b)
+            return factor * keep, torch.linalg.inv(factor) * keep
+    raise ValueError(f"block covariance: a layer's XᵀX blocks are not positive definite even at damping {scale:g}")
