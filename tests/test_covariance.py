@@ -12,6 +12,7 @@ from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
 from armor.methods.variants import configured
 from armor.normalize import normalize
+from armor.optimizer import blockdiag as bd
 from armor.optimizer import covariance as cov
 from armor.optimizer.adam import GuardCounts
 from armor.optimizer.bcd import Options, iterate, optimize, solver_state
@@ -41,6 +42,20 @@ def plain_block_loss(weight: torch.Tensor, w_hat: torch.Tensor, covariance: torc
         num += float(torch.trace(error[:, cols] @ h_q @ error[:, cols].T))
         den += float(torch.trace(w_bar[:, cols] @ h_q @ w_bar[:, cols].T))
     return num / den
+
+
+@pytest.mark.parametrize(("d_in", "b"), [(36, 8), (36, 6), (40, 6), (16, 16), (8, 16), (576, 128)],
+                         ids=["ragged", "b6", "padding-block", "one-block", "narrower-than-b", "smollm2-b128"])
+def test_covariance_blocks_are_the_plain_diagonal_blocks_with_identity_on_padding(d_in, b):
+    """The blocks cut from strided XᵀX/n equal a Python loop over the diagonal blocks of an identity-padded copy."""
+    cols = bd.layout(d_in, b, 4)
+    x = torch.randn(2, 3 * d_in, d_in, generator=torch.Generator().manual_seed(d_in + b), dtype=torch.float64)
+    covariance = (x.transpose(1, 2) @ x).transpose(1, 2).contiguous().transpose(1, 2)
+    padded = torch.eye(cols.padded, dtype=torch.float64).repeat(2, 1, 1)
+    padded[:, :d_in, :d_in] = covariance
+    plain = torch.stack([torch.stack([padded[i, q * b : (q + 1) * b, q * b : (q + 1) * b] for q in range(cols.n_blocks)])
+                         for i in range(2)])
+    assert torch.equal(cov.covariance_blocks(covariance, cols), plain)
 
 
 def _iterate_and_check(prob: Problem, weights: torch.Tensor, covariance: torch.Tensor, solver: str, iterations: int) -> list[float]:

@@ -24,11 +24,14 @@ def covariance_blocks(covariance: Tensor, cols: Layout) -> Tensor:
     """The b × b diagonal blocks of XᵀX/n (L, d_in, d_in) on the padded layout, (L, n_blocks, b, b); padded inputs
     get the identity, so they stay outside the loss (their h is 0) and their factor is invertible."""
     L, d_in = covariance.shape[:2]
-    b, n = cols.b, cols.n_blocks
-    padded = torch.eye(cols.padded, dtype=covariance.dtype, device=covariance.device).repeat(L, 1, 1)
-    padded[:, :d_in, :d_in] = covariance
-    index = torch.arange(n, device=covariance.device)
-    return padded.view(L, n, b, n, b)[:, index, :, index].transpose(0, 1).contiguous()
+    b, whole = cols.b, d_in // cols.b
+    blocks = torch.eye(b, dtype=covariance.dtype, device=covariance.device).repeat(L, cols.n_blocks, 1, 1)
+    if whole:
+        tiles = covariance.unfold(1, b, b).unfold(2, b, b)  # (L, whole, whole, b, b): [l, p, q] = block (p, q), a view
+        blocks[:, :whole] = tiles.diagonal(dim1=1, dim2=2).permute(0, 3, 1, 2)
+    if d_in % b:
+        blocks[:, whole, : d_in % b, : d_in % b] = covariance[:, whole * b :, whole * b :]
+    return blocks
 
 
 def whitening(covariance: Tensor, cols: Layout, damp: float = DAMP) -> tuple[Tensor, Tensor]:
