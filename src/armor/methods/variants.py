@@ -2,7 +2,8 @@
 own settings, run beside it in the same DAG with its own runs, checkpoints and table rows).
 
 A run is labelled as the paper's or as ours everywhere: ARMOR is the paper's with its Adam solver on its diagonal
-proxy and ours with another solver or proxy; the baselines are their papers'; a variant is ours unless the config says `origin: paper`.
+proxy and ours with another solver or proxy; the baselines are their papers'; a variant is ours unless the config
+says `origin: paper`.
 """
 
 from dataclasses import dataclass
