@@ -124,7 +124,7 @@ def test_a_broken_whitening_fails_the_plain_loss(broken, monkeypatch):
 
 def test_whitening_retries_with_more_damping_and_names_what_failed(caplog):
     """A block that is not positive definite at 1 % damping is retried with more; one that never is raises."""
-    b_layout = Problem(*_layers(1, 8, 8), 4).cols
+    b_layout = bd.layout(8, 4, 4)
     indefinite = torch.eye(8, dtype=torch.float64)
     indefinite[0, 1] = indefinite[1, 0] = 1.05  # eigenvalue -0.05: positive definite from 10 % damping on
     factor, inverse = cov.whitening(indefinite[None], b_layout)
