@@ -12,6 +12,7 @@ from typing import Any
 LABELS = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "nowag_p": "NoWag-P", "armor": "ARMOR"}
 SOLVER_LABELS = {"gauss_newton": "Gauss–Newton", "sweep": "sweep", "exact": "exact"}
 PROXY_LABELS = {"block_covariance": "block covariance"}
+REFIT_LABEL = "XᵀX refit"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def _default_label(method: str, settings: dict[str, Any]) -> tuple[str, str]:
         return LABELS[method], "paper"
     ours = [SOLVER_LABELS[settings["solver"]]] if settings.get("solver", "adam") != "adam" else []
     ours += [PROXY_LABELS[settings["proxy"]]] if settings.get("proxy", "diagonal") != "diagonal" else []
+    ours += [REFIT_LABEL] if settings.get("refit_steps", 0) else []
     return (f"ARMOR, {', '.join(ours)} (ours)", "ours") if ours else (LABELS[method], "paper")
 
 

@@ -13,6 +13,7 @@ from armor.optimizer.adam import GuardCounts, LayerAdam, adam_step
 from armor.optimizer.exact import exact_step
 from armor.optimizer.gauss_newton import Damping, gauss_newton_step
 from armor.optimizer.problem import Problem
+from armor.optimizer.refit import refit_core
 from armor.optimizer.sweep import Extrapolation, sweep_step
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Options:
     cg_steps: int | None = None  # CG steps per iteration; None: 1 for exact, 20 for gauss_newton
     sweep_every: int = 1  # gauss_newton: a sweep over every group after every this many steps
     proxy: str = "diagonal"  # the layer-wise loss: diagonal (NoWag's, the paper's) or block_covariance (XᵀX/n within B's blocks)
+    refit_steps: int = 0  # CG steps of a final refit of the kept core values on the whole XᵀX/n (refit.py); 0: none
     core_preconditioner: str = "auto"  # gauss_newton: CG's preconditioner on the core: diagonal, row (exact per row's kept
     # values) or auto (the diagonal until a layer's CG stalls, then row, for column units up to 64)
     sparse_steps: int | None = None  # sparse-core steps per iteration; None: 1 for adam (the paper's), 16 for exact, 0 for sweep and gauss_newton
@@ -78,7 +80,8 @@ class Outcome:
     trace_at: list[int]
     guard: GuardCounts
     iterations: Tensor  # (L,) iterations each layer ran before it converged or the budget ended
-    seconds: dict[str, float]  # wall time of the batch's parts: "start" (normalising, the NoWag-P mask) and "solver"
+    seconds: dict[str, float]  # wall time of the batch's parts: "start" (normalising, the NoWag-P mask), "solver", "refit"
+    refit: Tensor | None = None  # (2, L) the loss on the whole XᵀX/n before and after the refit, where one ran
 
 
 SolverState = LayerAdam | Extrapolation | Damping | None
@@ -108,15 +111,20 @@ def iterate(prob: Problem, opts: Options, active: Tensor, state: SolverState, co
         prob.sparse_step(choice, active)
 
 
+def reads_covariance(opts: Options) -> bool:
+    """Whether these settings read XᵀX/n: the block-covariance proxy and the refit do."""
+    return opts.proxy == "block_covariance" or opts.refit_steps > 0
+
+
 def optimize(weights: Tensor, h: Tensor, opts: Options, covariance: Tensor | None = None) -> Outcome:
     """Run ARMOR on same-shape layers (L, d_out, d_in) with activation weights h (L, d_in), from NoWag-P; the
-    block-covariance proxy reads XᵀX/n, covariance (L, d_in, d_in)."""
-    if opts.proxy == "block_covariance" and covariance is None:
-        raise ValueError("proxy 'block_covariance' needs XᵀX/n (covariance, (L, d_in, d_in)); none was given")
-    if opts.proxy == "diagonal" and covariance is not None:
-        raise ValueError("proxy 'diagonal' reads no covariance; set proxy: block_covariance to use XᵀX/n")
+    block-covariance proxy and the refit read XᵀX/n, covariance (L, d_in, d_in)."""
+    if reads_covariance(opts) and covariance is None:
+        raise ValueError(f"proxy {opts.proxy!r} with refit_steps {opts.refit_steps} needs XᵀX/n (covariance, (L, d_in, d_in)); none was given")
+    if not reads_covariance(opts) and covariance is not None:
+        raise ValueError("proxy 'diagonal' without a refit reads no covariance; set proxy: block_covariance or refit_steps > 0 to use XᵀX/n")
     begin = time.perf_counter()
-    prob = Problem(weights, h, opts.block_size, opts.seed, covariance)
+    prob = Problem(weights, h, opts.block_size, opts.seed, covariance if opts.proxy == "block_covariance" else None)
     started = time.perf_counter()
     L = prob.layers
     state = solver_state(prob, opts)
@@ -144,8 +152,13 @@ def optimize(weights: Tensor, h: Tensor, opts: Options, covariance: Tensor | Non
     if trace_at[-1] != it:
         trace.append(prob.loss.clone())
         trace_at.append(it)
-    seconds = {"start": started - begin, "solver": time.perf_counter() - started}
+    solved = time.perf_counter()
+    seconds = {"start": started - begin, "solver": solved - started}
+    refit = None
+    if opts.refit_steps:
+        refit = torch.stack(refit_core(prob, covariance, opts.refit_steps))
+        seconds["refit"] = time.perf_counter() - solved
     factors = prob.factors()
     for i, layer in enumerate(factors):
         layer.update({f"snapshot_{k}": v[i].to(weights.dtype) for k, v in snapshots.items()})
-    return Outcome(prob.snapshot().to(weights.dtype), factors, torch.stack(trace), trace_at, counts, ran, seconds)
+    return Outcome(prob.snapshot().to(weights.dtype), factors, torch.stack(trace), trace_at, counts, ran, seconds, refit)
