@@ -110,7 +110,7 @@ def test_pruned_blocks_do_not_depend_on_how_blocks_are_split_into_jobs(six_block
     many = prune_model(folder, "float32", method, options, windows, tmp_path / "many", mode="independent", blocks_per_part=1)
     assert one == {**many, "prune_seconds": one["prune_seconds"], "prune_parts": one["prune_parts"]}
     parts = one["prune_parts"]
-    assert set(parts) == ({"read", "method", "start", "solver"} if method == "armor" else {"read", "method"})
+    assert set(parts) == ({"read", "method", "start", "solver", "refit"} if method == "armor" else {"read", "method"})
     assert parts["read"] + parts["method"] == pytest.approx(one["prune_seconds"])
     if method == "armor":  # the method's time is its start and its solver, and little else
         assert 0 < parts["start"] + parts["solver"] <= parts["method"]

@@ -43,7 +43,7 @@ def test_main_table_has_a_row_per_method(workflow_dir):
     table = pd.read_csv(workflow_dir / "results/tables/main.csv")
     assert list(table.columns) == ["model", "method", "label", "origin", "block_size", "seeds", "ppl_news", "ppl_news_min", "ppl_news_max", "proxy_loss", "zero_fraction",
                                    "overhead", "prune_seconds", "calibration_mode", "prune_hours", "prune_core_hours", "prune_gpu_hours", "prune_peak_mb",
-                                   "prune_device", "prune_read_s", "prune_calibration_s", "prune_method_s", "prune_start_s", "prune_solver_s", "ci_lo_news", "ci_hi_news", "best_news", "vs_best_lo_news", "vs_best_hi_news", "commit", "dirty", "config_hash"]
+                                   "prune_device", "prune_read_s", "prune_calibration_s", "prune_method_s", "prune_start_s", "prune_solver_s", "prune_refit_s", "ci_lo_news", "ci_hi_news", "best_news", "vs_best_lo_news", "vs_best_hi_news", "commit", "dirty", "config_hash"]
     assert ((table["ci_lo_news"] < table["ppl_news"]) & (table["ppl_news"] < table["ci_hi_news"])).all()
     windows = json.loads((workflow_dir / "results/runs/tiny-llama/armor/b16-s0/window_nll.json").read_text())["news"]
     assert len(windows["nll"]) == 4 and windows["tokens_per_window"] == 63  # max_windows 4 of seqlen 64

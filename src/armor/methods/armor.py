@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def needs_hessian(options: dict[str, Any]) -> bool:
     """Whether ARMOR with these options reads XᵀX/n: the block-covariance proxy and the refit do."""
-    return options.get("proxy", Options.proxy) == "block_covariance" or options.get("refit_steps", Options.refit_steps) > 0
+    return reads_covariance(Options(**{key: options[key] for key in ("proxy", "refit_steps") if key in options}))
 
 
 def covariance_of(stats: LayerStats, name: str) -> Tensor:

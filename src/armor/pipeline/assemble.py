@@ -123,7 +123,7 @@ def assemble(
         "zero_fraction": sum(r["zeros"] for r in records) / numel,
         "overhead": wrappers / numel,
         "prune_seconds": seconds,
-        "prune_parts": parts,  # seconds summed over blocks: read, calibration (sequential), method; ARMOR's method = start + solver
+        "prune_parts": parts,  # seconds summed over blocks: read, calibration (sequential), method; ARMOR's method = start + solver + refit
         "prune_device": ", ".join(sorted(devices)),
         "prune_gpu": gpu,
         "calibration_mode": mode if method != "dense" else "none",
@@ -134,7 +134,7 @@ def assemble(
     }
     if method == "armor":
         summary |= {key: sum(r[key] for r in records) for key in ("guard_rejected", "guard_skipped")}
-        parts |= {key: sum(r.get(f"{key}_seconds", 0.0) for r in records) for key in ("start", "solver")}
+        parts |= {key: sum(r.get(f"{key}_seconds", 0.0) for r in records) for key in ("start", "solver", "refit")}
         summary["mean_iterations"] = sum(r["iterations"] for r in records) / len(records)
     _write_csv(run_dir / "layers.csv", LAYER_COLUMNS, ([r[k] for k in LAYER_COLUMNS] for r in records))
     _write_csv(run_dir / "trace.csv", ["layer", "iteration", "proxy_loss"], trace)

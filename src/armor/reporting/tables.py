@@ -14,7 +14,7 @@ from armor.pipeline.checkpoint import atomic_write_text
 KEYS = ["model", "method", "label", "origin", "block_size"]  # a table cell: the seeds of a run are averaged into it
 SUMMARY_COLUMNS = ["proxy_loss", "zero_fraction", "overhead", "prune_seconds", "calibration_mode"]
 COST_COLUMNS = ["prune_hours", "prune_core_hours", "prune_gpu_hours", "prune_peak_mb", "prune_device"]
-PART_COLUMNS = [f"prune_{part}_s" for part in ("read", "calibration", "method", "start", "solver")]  # in the order a prune job runs them
+PART_COLUMNS = [f"prune_{part}_s" for part in ("read", "calibration", "method", "start", "solver", "refit")]  # in the order a prune job runs them
 
 
 BASELINES = ("magnitude", "wanda", "sparsegpt", "nowag_p")  # what "the best baseline" of a model is chosen from
