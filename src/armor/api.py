@@ -15,9 +15,9 @@ def prune_layer(weight: Tensor, h: Tensor, method: str, *, hessian: Tensor | Non
     """Prune a weight (d_out, d_in) to 2:4 given h (d_in,), the mean of x² per input feature over calibration tokens.
 
     `options` are the config's `armor:` keys plus `block_size` and `seed` (ARMOR only); SparseGPT, and ARMOR with
-    `proxy="block_covariance"`, also need `hessian`, XᵀX/n (d_in, d_in). Half-precision inputs are solved in
-    float32; `.weight` comes back in the input's dtype, ARMOR's extras (core, A, B, r_in, r_out, trace) in the
-    solver's.
+    `proxy="block_covariance"` or `refit_steps` > 0, also need `hessian`, XᵀX/n (d_in, d_in). Half-precision inputs
+    are solved in float32; `.weight` comes back in the input's dtype, ARMOR's extras (core, A, B, r_in, r_out, trace)
+    in the solver's.
     """
     spec = get_method(method)
     if weight.dim() != 2 or h.shape != (weight.shape[1],):

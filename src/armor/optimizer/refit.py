@@ -1,7 +1,8 @@
 """A final refit of the kept core values on the whole XᵀX/n (ours, `refit_steps`): the correlations B cannot hold.
 
 B is block-diagonal, so neither proxy sees how inputs in different blocks of B co-vary, and on SmolLM2 a quarter to
-two fifths of a layer's true output error lies there (docs/method.md). With A, B and the mask fixed, the loss on the whole damped H = XᵀX/n,
+two fifths of a layer's true output error lies there (docs/method.md). With A, B and the mask fixed, the loss on the
+whole damped H = XᵀX/n,
 
     f(C) = tr(E H Eᵀ) / tr(W̄ H W̄ᵀ),   E = A · C · B − W̄ (NoWag's normalised space),
 
@@ -45,9 +46,10 @@ class FullLoss:
         """A grid (L, n_out, b, n_in, b) as padded matrices (L, P_out, P_in)."""
         return grid.reshape(grid.shape[0], -1, self.h.shape[-1])
 
-    def _quadratic(self, e: Tensor) -> Tensor:
-        """tr(E H Eᵀ) per layer (L,), in float64."""
-        return (torch.bmm(self._flat(e), self.h) * self._flat(e)).sum((1, 2), dtype=torch.float64)
+    def _quadratic(self, e: Tensor, eh: Tensor | None = None) -> Tensor:
+        """tr(E H Eᵀ) per layer (L,), in float64, from E and, where already formed, E H (flat)."""
+        eh = torch.bmm(self._flat(e), self.h) if eh is None else eh
+        return (eh * self._flat(e)).sum((1, 2), dtype=torch.float64)
 
     def error(self, core: Tensor) -> Tensor:
         """E = A · C · B − W̄ in grid form."""
@@ -57,10 +59,13 @@ class FullLoss:
         """f(C) per layer (L,), in float64."""
         return self._quadratic(self.error(core)) / self.z
 
-    def descent(self, core: Tensor) -> Tensor:
-        """−∂/∂C of tr(E H Eᵀ) / 2 on the kept positions: −Aᵀ E H Bᵀ ⊙ M, grid."""
-        eh = torch.bmm(self._flat(self.error(core)), self.h).view_as(core)
-        return bd.left(self.prob.a.transpose(-1, -2), bd.right(eh, self.b.transpose(-1, -2))).mul_(self.prob.mask).neg_()
+    def loss_and_descent(self, core: Tensor) -> tuple[Tensor, Tensor]:
+        """f(C) per layer (L,) and −∂/∂C of tr(E H Eᵀ) / 2 on the kept positions, −Aᵀ E H Bᵀ ⊙ M (grid), from
+        one product E H."""
+        e = self.error(core)
+        eh = torch.bmm(self._flat(e), self.h)
+        descent = bd.left(self.prob.a.transpose(-1, -2), bd.right(eh.view_as(core), self.b.transpose(-1, -2)))
+        return self._quadratic(e, eh) / self.z, descent.mul_(self.prob.mask).neg_()
 
     def hessian_product(self, direction: Tensor) -> Tensor:
         """(AᵀA · D · B H Bᵀ) ⊙ M for a direction D in grid form."""
@@ -84,12 +89,11 @@ def refit_core(prob: Problem, covariance: Tensor, steps: int) -> tuple[Tensor, T
     """`steps` preconditioned CG steps on the kept core values of every layer against the whole XᵀX/n (L, d_in, d_in);
     the problem's core moves only in the layers whose full loss fell. The full loss before and after, each (L,)."""
     full = FullLoss(prob, covariance)
-    start = full.loss(prob.core)
     tiny, dt = torch.finfo(torch.float64).tiny, prob.core.dtype
     diagonal = full.diagonal()
     inverse = torch.where(diagonal > 0, diagonal.reciprocal(), 0.0)  # padded positions never move
     core = prob.core.clone()
-    residual = full.descent(core)
+    start, residual = full.loss_and_descent(core)
     direction = residual * inverse
     rz = _row_block_dot(residual, direction)
     for _ in range(steps):
