@@ -7,6 +7,7 @@ import torch
 from test_armor import SHAPES, _follow_reference, _layers
 
 from armor.api import prune_layer
+from armor.damping import DAMP
 from armor.methods import get_method
 from armor.methods.base import LayerStats
 from armor.methods.nowag import prune as nowag_prune
@@ -34,7 +35,7 @@ def plain_block_loss(weight: torch.Tensor, w_hat: torch.Tensor, covariance: torc
     diagonal block of XᵀX/n plus 1 % of its mean diagonal on the diagonal, E = Ŵ/norms − W̄."""
     w_bar, r_in, r_out = normalize(weight)
     error = w_hat / r_out[:, None] / r_in - w_bar
-    damp = cov.DAMP * covariance.diagonal().mean()
+    damp = DAMP * covariance.diagonal().mean()
     num = den = 0.0
     for start in range(0, weight.shape[1], b):
         cols = slice(start, min(start + b, weight.shape[1]))

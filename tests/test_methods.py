@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import armor
+from armor.damping import DAMP
 from armor.methods import METHODS, get_method, magnitude, nowag, sparsegpt, wanda
 from armor.methods.armor import prune_block
 from armor.methods.base import LayerStats
@@ -61,7 +62,7 @@ def test_sparsegpt_retries_with_more_damping_where_cholesky_fails(caplog):
     hessian = x.T @ x / 64
     null = torch.linalg.svd(x).Vh[-1]  # a unit vector with X v = 0
     hessian -= 0.05 * hessian.diagonal().mean() * torch.outer(null, null)  # an eigenvalue below -percdamp · mean diag, as rounding makes
-    damped = hessian + sparsegpt.PERCDAMP * hessian.diagonal().mean() * torch.eye(32)
+    damped = hessian + DAMP * hessian.diagonal().mean() * torch.eye(32)
     assert torch.linalg.cholesky_ex(damped).info != 0
     w = torch.randn(16, 32)
     with caplog.at_level("WARNING"):

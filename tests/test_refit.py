@@ -13,7 +13,7 @@ from armor.methods.variants import configured
 from armor.normalize import normalize
 from armor.optimizer import refit
 from armor.optimizer.bcd import Options, optimize
-from armor.optimizer.covariance import DAMP
+from armor.damping import DAMP
 from armor.optimizer.problem import Problem
 from armor.sparsity import is_24
 

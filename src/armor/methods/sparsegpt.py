@@ -5,23 +5,21 @@ import logging
 import torch
 from torch import Tensor
 
+from armor import damping
 from armor.methods.base import LayerStats
 from armor.sparsity import GROUP, mask_24
 
 log = logging.getLogger(__name__)
 
-PERCDAMP = 0.01
 BLOCKSIZE = 128
-DAMP_GROWTH, DAMP_RETRIES = 10.0, 6  # a failed Cholesky is retried with 10x the damping, up to 6 times
 
 
 def inverse_cholesky(hessian: Tensor, percdamp: float) -> Tensor:
     """The upper Cholesky factor of (H + λ I)⁻¹, λ = percdamp · mean diag(H), retried with more damping where H + λ I
     is not positive definite (as the Wanda repository's copy of SparseGPT does); ValueError if every retry fails."""
-    mean_diag = hessian.diagonal().mean()
-    for attempt in range(DAMP_RETRIES + 1):
-        damp = percdamp * DAMP_GROWTH**attempt
-        factor, info = torch.linalg.cholesky_ex(hessian + damp * mean_diag * torch.eye(len(hessian), dtype=hessian.dtype, device=hessian.device))
+    eye = torch.eye(len(hessian), dtype=hessian.dtype, device=hessian.device)
+    for attempt, damp in enumerate(damping.levels(percdamp)):
+        factor, info = torch.linalg.cholesky_ex(hessian + damping.amount(hessian, damp) * eye)
         if info == 0:
             inverse, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(factor), upper=True)
         if info == 0:
@@ -31,7 +29,7 @@ def inverse_cholesky(hessian: Tensor, percdamp: float) -> Tensor:
     raise ValueError(f"sparsegpt: the Hessian is not positive definite even at percdamp {damp:g}")
 
 
-def prune(weight: Tensor, stats: LayerStats, percdamp: float = PERCDAMP, blocksize: int = BLOCKSIZE) -> Tensor:
+def prune(weight: Tensor, stats: LayerStats, percdamp: float = damping.DAMP, blocksize: int = BLOCKSIZE) -> Tensor:
     """Prune W to 2:4, compensating each removed weight on the not-yet-visited columns."""
     if stats.hessian is None:
         raise ValueError("sparsegpt needs the full input Gram matrix XᵀX/n")

@@ -12,12 +12,10 @@ import logging
 import torch
 from torch import Tensor
 
+from armor import damping
 from armor.optimizer.blockdiag import Layout
 
 log = logging.getLogger(__name__)
-
-DAMP = 0.01  # H_q + DAMP · mean diag(H) · I, as SparseGPT's percdamp
-DAMP_GROWTH, DAMP_RETRIES = 10.0, 6  # a block whose Cholesky fails is retried with 10x the damping, up to 6 times
 
 
 def covariance_blocks(covariance: Tensor, cols: Layout) -> Tensor:
@@ -34,20 +32,18 @@ def covariance_blocks(covariance: Tensor, cols: Layout) -> Tensor:
     return blocks
 
 
-def whitening(covariance: Tensor, cols: Layout, damp: float = DAMP) -> tuple[Tensor, Tensor]:
+def whitening(covariance: Tensor, cols: Layout, damp: float = damping.DAMP) -> tuple[Tensor, Tensor]:
     """Lower Cholesky factors L_q of the damped covariance blocks and their inverses, each (L, n_blocks, b, b), zero
     on padded inputs; a layer whose blocks are not positive definite is retried with more damping (ValueError if
     every retry fails)."""
     blocks = covariance_blocks(covariance, cols)
     L, d_in = covariance.shape[:2]
     real = (torch.arange(cols.padded, device=covariance.device) < d_in).to(covariance.dtype).view(cols.n_blocks, cols.b)
-    mean_diag = covariance.diagonal(dim1=1, dim2=2).mean(1)  # (L,)
     eye = torch.diag_embed(real)  # (n_blocks, b, b): the damping on real inputs only
     factor = torch.empty_like(blocks)
     todo = torch.ones(L, dtype=torch.bool, device=covariance.device)
-    for attempt in range(DAMP_RETRIES + 1):
-        scale = damp * DAMP_GROWTH**attempt
-        tried, info = torch.linalg.cholesky_ex(blocks[todo] + scale * mean_diag[todo, None, None, None] * eye)
+    for attempt, scale in enumerate(damping.levels(damp)):
+        tried, info = torch.linalg.cholesky_ex(blocks[todo] + damping.amount(covariance[todo], scale)[:, None, None, None] * eye)
         ok = (info == 0).all(-1)
         factor[todo.nonzero()[ok, 0]] = tried[ok]
         if attempt and ok.any():

@@ -15,17 +15,17 @@ padded positions never move). A layer keeps the refit only where f fell.
 import torch
 from torch import Tensor
 
+from armor import damping
 from armor.optimizer import blockdiag as bd
-from armor.optimizer.covariance import DAMP
 from armor.optimizer.problem import Problem
 
 
-def damped_covariance(covariance: Tensor, prob: Problem, damp: float = DAMP) -> Tensor:
+def damped_covariance(covariance: Tensor, prob: Problem, damp: float = damping.DAMP) -> Tensor:
     """XᵀX/n (L, d_in, d_in) zero-padded to (L, P_in, P_in), plus damp · mean diag on the real inputs' diagonal."""
     L, d_in = covariance.shape[:2]
     padded = covariance.new_zeros(L, prob.cols.padded, prob.cols.padded)
     padded[:, :d_in, :d_in] = covariance
-    padded.diagonal(dim1=1, dim2=2)[:, :d_in] += damp * covariance.diagonal(dim1=1, dim2=2).mean(1, keepdim=True)
+    padded.diagonal(dim1=1, dim2=2)[:, :d_in] += damping.amount(covariance, damp)[:, None]
     return padded
 
 
