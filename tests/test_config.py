@@ -152,8 +152,8 @@ def test_paper_dag_builds_offline():
               "qwen2.5-14b": 48, "qwen2.5-32b": 64, "qwen2.5-72b": 80}
     models, runs_per_model = len(blocks), 6  # dense, wanda, sparsegpt, nowag_p, the paper's armor@128 and ours beside it
     assert counts["fetch_model"] == counts["calibrate"] == str(models)
-    assert counts["prune_chain"] == str(models * 2)  # wanda and sparsegpt calibrate sequentially
-    assert counts["prune_part"] == str(sum(3 * -(-n // 4) for n in blocks.values()))  # nowag_p, armor and armor_gn, 4 blocks per job
+    assert counts["prune_chain"] == str(models * 3)  # wanda, sparsegpt and ours (XᵀX/n in its chain) calibrate sequentially
+    assert counts["prune_part"] == str(sum(2 * -(-n // 4) for n in blocks.values()))  # nowag_p and armor, 4 blocks per job
     assert counts["assemble"] == counts["perplexity"] == str(models * runs_per_model)
     assert counts["evaluation_data"] == str(models * 2)
 

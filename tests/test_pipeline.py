@@ -158,6 +158,19 @@ def test_sequential_mode_calibrates_on_pruned_outputs(six_blocks, tmp_path):
     assert not torch.allclose(independent[5][last], sequential[5][last])
 
 
+def test_ours_on_the_whole_covariance_runs_sequentially_without_storing_it(six_blocks, tmp_path):
+    folder, windows = six_blocks
+    options = {"seed": 0, "solver": "gauss_newton", "proxy": "block_covariance", "refit_steps": 3, "block_size": 8, "iterations": 2, "trace_every": 1}
+    prune_model(folder, "float32", "armor", options, windows, tmp_path / "i", mode="independent")
+    summary = prune_model(folder, "float32", "armor", options, windows, tmp_path / "s", mode="sequential")
+    assert set(summary["prune_parts"]) == {"read", "calibration", "method", "start", "solver", "refit"} and summary["prune_parts"]["refit"] > 0
+    independent, sequential = list(block_tensors(tmp_path / "i/pruned")), list(block_tensors(tmp_path / "s/pruned"))
+    core = "model.layers.{}.mlp.down_proj.core"
+    assert torch.equal(independent[0][core.format(0)], sequential[0][core.format(0)])  # block 0 sees the embeddings either way
+    assert not torch.equal(independent[5][core.format(5)], sequential[5][core.format(5)])
+    assert not any(name.endswith("hessian") for block in sequential for name in block)  # XᵀX/n stays in the chain
+
+
 @pytest.mark.parametrize("mode", [pytest.param("independent", marks=pytest.mark.slow), "sequential"])  # CI: independent through SLURM
 def test_a_killed_prune_job_resumes_to_identical_weights(six_blocks, tmp_path, mode):
     folder, windows = six_blocks
