@@ -18,6 +18,7 @@ STALL_GAIN = 0.01  # Gauss–Newton: a group sweep that lowered the loss by less
 STALLED_ROW_SWEEP_UNIT = 64  # sweep, where the column unit is at most this wide
 CG_STALL = 1.0  # Gauss–Newton, `auto`: a CG solve ending with its preconditioned residual norm at least this fraction
 ROW_CORE_UNIT = 64  # of its start makes the core preconditioner row-exact from then on, where the unit is this narrow
+SWITCH_DAMPING = 1e-4  # and the damping at least this
 
 
 class ReferenceLayer:
@@ -227,8 +228,8 @@ class ReferenceLayer:
             z = precondition @ r
             rz_next = r @ z
             d, rz = z + (rz_next / rz if rz > 0 else 0.0) * d, rz_next
-        if core_preconditioner == "auto" and self.unit <= ROW_CORE_UNIT and rz.sqrt() >= CG_STALL * rz_start.sqrt():
-            self.row_core = True
+        switched = core_preconditioner == "auto" and self.unit <= ROW_CORE_UNIT and rz.sqrt() >= CG_STALL * rz_start.sqrt() and not self.row_core
+        self.row_core = self.row_core or switched
         start = self.loss()
         reached = self._point()
         moved, offset = [], 0
@@ -239,6 +240,8 @@ class ReferenceLayer:
         if self.loss() > start:
             self._set_point(reached)
         self.damping = self.damping / 3 if self.loss() < start else max(self.damping * 4, 1e-6)
+        if switched:
+            self.damping = max(self.damping, SWITCH_DAMPING)
         self.gauss_newton_steps += 1
         if (self.gauss_newton_steps - 1) % sweep_every == 0:
             start, by_rows = self.loss(), self.unit <= ROW_SWEEP_UNIT or self.stalled

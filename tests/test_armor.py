@@ -221,13 +221,15 @@ def test_stalled_group_sweeps_give_way_to_row_sweeps_as_in_the_plain_reference(b
     assert broken or len(swept) >= 3
 
 
-@pytest.mark.parametrize("broken", [None, "never", "whole problem"])
+@pytest.mark.parametrize("broken", [None, "never", "whole problem", "no damping floor"])
 def test_a_layer_whose_cg_stalls_takes_the_row_exact_core_preconditioner_as_in_the_plain_reference(broken, monkeypatch):
     """`auto`: a layer whose CG ended with its preconditioned residual no smaller than it started takes the row-exact
-    core preconditioner from then on, while the other layer of the same problem keeps the diagonal, over 30 iterations
-    against the reference on strided inputs; a variant that never switches, or switches both layers when one
-    stalls, fails the comparison."""
+    core preconditioner from then on, its damping raised to at least SWITCH_DAMPING, while the other layer of the
+    same problem keeps the diagonal, over 30 iterations against the reference on strided inputs; a variant that never
+    switches, switches both layers when one stalls, or leaves the damping where it was, fails the comparison."""
     real, row_flags = gn.levenberg_marquardt, []
+    if broken == "no damping floor":
+        monkeypatch.setattr(gn, "SWITCH_DAMPING", 0.0)
 
     def recorded(prob: Problem, cg_steps: int, damping: torch.Tensor, row_core: torch.Tensor) -> torch.Tensor:
         """The real step, its row-exact flags noted; for the broken variants a stall counted for no or every layer."""

@@ -17,7 +17,9 @@ The core preconditioner (`core_preconditioner`): `diagonal`, `row` (exact per ro
 b/4 times the core's memory), or `auto`, the default: the diagonal until a layer's CG ends with its preconditioned
 residual no smaller than it started (CG_STALL), then, for column units up to ROW_CORE_UNIT wide, row from there on.
 The diagonal is the cheaper where CG converges with it; where it does not (SmolLM2's narrow k_proj and v_proj at
-b = 64), each step stops far from the Gauss–Newton point and the loss crawls.
+b = 64), each step stops far from the Gauss–Newton point and the loss crawls. At the switch λ rises to at least
+SWITCH_DAMPING: truncated CG kept the steps short while λ decayed (to 5e-7 on k_proj), and the better-solved step is
+long, so without it the first four steps after the switch were rejected while λ climbed back.
 """
 
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ STALLED_ROW_SWEEP_UNIT = 64  # the widest column unit where a stalled group swee
 # a row sweep costs about three Gauss–Newton iterations
 CORE_PRECONDITIONERS = ("auto", "diagonal", "row")
 CG_STALL = 1.0  # auto: a CG solve ending with its preconditioned residual norm at least this fraction of its start
+SWITCH_DAMPING = 1e-4  # auto: λ is at least this when a layer takes the row-exact preconditioner
 ROW_CORE_UNIT = 64  # auto: the widest column unit where a stalled CG switches the layer to the row-exact preconditioner
 
 
@@ -92,8 +95,8 @@ def levenberg_marquardt(prob: Problem, cg_steps: int, damping: Tensor, row_core:
 
 def gauss_newton_step(prob: Problem, active: Tensor, state: Damping, cg_steps: int, sweep_every: int) -> None:
     """A guarded Levenberg–Marquardt step for the active layers, adapting λ and (`auto`) the core preconditioner per
-    layer; a guarded sweep every `sweep_every` steps."""
-    start = prob.loss
+    layer, λ at least SWITCH_DAMPING where a layer switched; a guarded sweep every `sweep_every` steps."""
+    start, row_core = prob.loss, state.row_core
 
     def step(p: Problem) -> None:
         """The Levenberg–Marquardt step; under `auto`, a layer whose CG stalled takes the row-exact preconditioner."""
@@ -104,6 +107,7 @@ def gauss_newton_step(prob: Problem, active: Tensor, state: Damping, cg_steps: i
     guarded(prob, active, step)
     fell = active & (prob.loss < start)
     lam = torch.where(fell, state.lam / DAMPING_DOWN, (state.lam * DAMPING_UP).clamp(min=DAMPING_RETRY))
+    lam = torch.where(state.row_core & ~row_core, lam.clamp(min=SWITCH_DAMPING), lam)
     state.lam = torch.where(active, lam, state.lam)
     state.steps += 1
     if (state.steps - 1) % sweep_every == 0:  # the first sweep right after the first step
