@@ -84,7 +84,7 @@ def test_slurm_profile_dry_run_with_apptainer(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     counts = dict(re.findall(r"^(assemble|calibrate|prune_chain|prune_part)\s+(\d+)$", result.stdout, flags=re.M))
-    assert counts == {"assemble": "54", "calibrate": "9", "prune_chain": "18", "prune_part": "363"}, result.stdout
+    assert counts == {"assemble": "54", "calibrate": "9", "prune_chain": "27", "prune_part": "242"}, result.stdout  # wanda, sparsegpt, ours: chains
 
 
 PODMAN_IMAGE = os.environ.get("ARMOR_PODMAN_IMAGE", "localhost/armor:cpu")

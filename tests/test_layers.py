@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "armor"
 LAYERS = [  # bottom first; a module may import its own layer and the ones before it
-    {"config", "software", "sparsity", "normalize", "proxy_loss", "hub"},
+    {"config", "software", "sparsity", "normalize", "proxy_loss", "damping", "hub"},
     {"optimizer"},
     {"methods"},
     {"pipeline"},
