@@ -43,7 +43,7 @@ def whitening(covariance: Tensor, cols: Layout, damp: float = damping.DAMP) -> t
     factor = torch.empty_like(blocks)
     todo = torch.ones(L, dtype=torch.bool, device=covariance.device)
     for attempt, scale in enumerate(damping.levels(damp)):
-        tried, info = torch.linalg.cholesky_ex(blocks[todo] + damping.amount(covariance[todo], scale)[:, None, None, None] * eye)
+        tried, info = torch.linalg.cholesky_ex(blocks[todo] + damping.amount(covariance, scale)[todo, None, None, None] * eye)
         ok = (info == 0).all(-1)
         factor[todo.nonzero()[ok, 0]] = tried[ok]
         if attempt and ok.any():
