@@ -8,12 +8,12 @@ from test_armor import SHAPES, _layers, _perturb
 from test_covariance import _covariances
 
 from armor.api import prune_layer
+from armor.damping import DAMP
 from armor.methods import get_method
 from armor.methods.variants import configured
 from armor.normalize import normalize
 from armor.optimizer import refit
 from armor.optimizer.bcd import Options, optimize
-from armor.damping import DAMP
 from armor.optimizer.problem import Problem
 from armor.sparsity import is_24
 
